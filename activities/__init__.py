@@ -1,0 +1,1 @@
+"""Temporal activities: thin adapters between the workflow, PostgreSQL and the evaluators."""

@@ -1,0 +1,52 @@
+"""FastAPI application factory and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.deps import AppResources
+from api.errors import install_error_handlers
+from api.middleware import BodySizeLimit
+from api.routes import evaluations, health, organizations, traces
+from core.db import create_engine, create_session_factory
+from core.settings import Settings, get_settings
+from core.temporal import connect
+
+
+def create_app(settings: Settings | None = None, resources: AppResources | None = None) -> FastAPI:
+    """Build the app. Tests pass ready ``resources``; processes let the lifespan build them."""
+    settings = resources.settings if resources else (settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if resources is not None:
+            app.state.resources = resources
+            yield
+            return
+        engine = create_engine(settings)
+        # Lazy: the API starts and keeps accepting traces while Temporal is down.
+        temporal = await connect(settings, lazy=True)
+        app.state.resources = AppResources(settings, create_session_factory(engine), temporal)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Metronis Aegis",
+        version="0.1.0",
+        description="Tiered, durable evaluation of production LLM traces.",
+        lifespan=lifespan,
+    )
+    if resources is not None:
+        app.state.resources = resources
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(health.router)
+    app.include_router(organizations.router, prefix="/api/v1")
+    app.include_router(traces.router, prefix="/api/v1")
+    app.include_router(evaluations.router, prefix="/api/v1")
+    return app

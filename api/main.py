@@ -1,0 +1,8 @@
+"""ASGI entry point for uvicorn: ``uvicorn api.main:app``."""
+
+from api.app import create_app
+from core.logging import configure_logging
+from core.settings import get_settings
+
+configure_logging(get_settings().log_level)
+app = create_app()

@@ -1,0 +1,157 @@
+"""Trace ingestion, listing, reading and deletion."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import delete, select
+from temporalio.service import RPCError
+
+from api.deps import CurrentCaller, Resources, Session
+from api.errors import ApiError, validation_details
+from api.ingest import ingest
+from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
+from models.schemas import (
+    BatchAccepted,
+    BatchIn,
+    BatchItemResult,
+    Page,
+    TraceAccepted,
+    TraceIn,
+    TraceOut,
+    TraceStatus,
+    workflow_id_for,
+)
+from models.tables import Trace
+
+router = APIRouter(tags=["traces"])
+log = logging.getLogger(__name__)
+
+
+class TraceSummary(BaseModel):
+    trace_id: uuid.UUID
+    external_id: str | None
+    model: str
+    domain: str
+    status: TraceStatus
+    created_at: dt.datetime
+    evaluated_at: dt.datetime | None
+
+
+@router.post("/traces", status_code=status.HTTP_202_ACCEPTED, response_model=TraceAccepted)
+async def submit_trace(body: TraceIn, caller: CurrentCaller, resources: Resources) -> JSONResponse:
+    """Store a trace and start its evaluation. Same ``external_id`` → same trace (200)."""
+    [stored] = await ingest(resources, caller.organization_id, [body])
+    accepted = TraceAccepted(trace_id=stored.trace_id, status=stored.status, duplicate=stored.duplicate)
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=200 if stored.duplicate else 202)
+
+
+@router.post("/traces/batch", status_code=status.HTTP_202_ACCEPTED, response_model=BatchAccepted)
+async def submit_batch(body: BatchIn, caller: CurrentCaller, resources: Resources) -> BatchAccepted:
+    """Up to AEGIS_MAX_BATCH_SIZE traces; each is accepted or rejected on its own."""
+    limit = resources.settings.max_batch_size
+    if len(body.traces) > limit:
+        raise ApiError(
+            422,
+            "batch_too_large",
+            f"A batch holds at most {limit} traces",
+            [{"field": "body.traces", "message": f"{len(body.traces)} items, limit {limit}"}],
+        )
+    results: list[BatchItemResult] = []
+    valid: list[tuple[int, TraceIn]] = []
+    for index, raw in enumerate(body.traces):
+        try:
+            valid.append((index, TraceIn.model_validate(raw)))
+        except ValidationError as exc:
+            errors = validation_details(exc.errors())
+            for err in errors:
+                err["field"] = f"body.traces.{index}.{err['field']}"
+            results.append(BatchItemResult(index=index, accepted=False, errors=errors))
+    if valid:
+        stored = await ingest(resources, caller.organization_id, [t for _, t in valid])
+        for (index, _), item in zip(valid, stored, strict=True):
+            results.append(
+                BatchItemResult(
+                    index=index,
+                    accepted=True,
+                    trace_id=item.trace_id,
+                    status=item.status,
+                    duplicate=item.duplicate,
+                )
+            )
+    results.sort(key=lambda r: r.index)
+    accepted = sum(r.accepted for r in results)
+    return BatchAccepted(accepted=accepted, rejected=len(results) - accepted, results=results)
+
+
+@router.get("/traces", response_model=Page[TraceSummary])
+async def list_traces(
+    caller: CurrentCaller,
+    session: Session,
+    domain: str | None = None,
+    status_: Annotated[TraceStatus | None, Query(alias="status")] = None,
+    model: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+) -> Page[TraceSummary]:
+    query = select(Trace).where(Trace.organization_id == caller.organization_id)
+    if domain:
+        query = query.where(Trace.domain == domain)
+    if status_:
+        query = query.where(Trace.status == status_.value)
+    if model:
+        query = query.where(Trace.model == model)
+    query = within(query, Trace.created_at, since, until)
+    rows = list(await session.scalars(paginate(query, Trace.created_at, Trace.id, cursor, limit)))
+    page, next_cursor = split_page(rows, limit, lambda t: (t.created_at, t.id))
+    items = [TraceSummary.model_validate(_trace_fields(t)) for t in page]
+    return Page[TraceSummary](items=items, next_cursor=next_cursor)
+
+
+def _trace_fields(trace: Trace) -> dict[str, Any]:
+    """Column values under their API names (``trace_id``, ``metadata``)."""
+    fields = {column.key: getattr(trace, column.key) for column in Trace.__mapper__.column_attrs}
+    return fields | {"trace_id": trace.id, "metadata": trace.metadata_}
+
+
+async def load_trace(session: Session, caller: CurrentCaller, trace_id: uuid.UUID) -> Trace:
+    """The caller's trace, or 404 — also when it belongs to another organisation."""
+    trace = await session.scalar(
+        select(Trace).where(Trace.id == trace_id, Trace.organization_id == caller.organization_id)
+    )
+    if trace is None:
+        raise ApiError(404, "not_found", "Trace not found")
+    return trace
+
+
+@router.get("/traces/{trace_id}", response_model=TraceOut)
+async def get_trace(trace_id: uuid.UUID, caller: CurrentCaller, session: Session) -> TraceOut:
+    return TraceOut.model_validate(_trace_fields(await load_trace(session, caller, trace_id)))
+
+
+@router.delete("/traces/{trace_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_trace(
+    trace_id: uuid.UUID, caller: CurrentCaller, session: Session, resources: Resources
+) -> None:
+    """Cancel the trace's workflow if it runs, then delete the trace and its results."""
+    await load_trace(session, caller, trace_id)
+    try:
+        await resources.temporal.get_workflow_handle(workflow_id_for(trace_id)).cancel(
+            rpc_timeout=dt.timedelta(seconds=resources.settings.temporal_rpc_timeout_seconds)
+        )
+    except RPCError as exc:
+        # Not found / already closed is the common case; an unreachable Temporal
+        # must not block deletion: the workflow stops itself on a missing trace.
+        log.info("cancel of workflow for trace %s: %s", trace_id, exc.status.name)
+    await session.execute(
+        delete(Trace).where(Trace.id == trace_id, Trace.organization_id == caller.organization_id)
+    )
+    await session.commit()

@@ -1,0 +1,71 @@
+"""``aegis``: run the platform (dev), or one of its production processes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+
+from core.logging import configure_logging
+from core.settings import get_settings
+
+app = typer.Typer(help="Metronis Aegis: tiered evaluation of production LLM traces.", no_args_is_help=True)
+
+
+@app.command()
+def dev() -> None:
+    """Run everything locally: PostgreSQL, Temporal dev server + UI, API and a worker."""
+    from cli.dev import run_dev
+
+    raise typer.Exit(run_dev(get_settings()))
+
+
+@app.command()
+def api(
+    host: str = typer.Option(None, help="Bind address (default AEGIS_API_HOST)."),
+    port: int = typer.Option(None, help="Port (default AEGIS_API_PORT)."),
+    workers: int = typer.Option(1, help="Uvicorn worker processes."),
+) -> None:
+    """Serve the REST API (uvicorn)."""
+    import uvicorn
+
+    settings = get_settings()
+    settings.require_database_url()
+    settings.require_temporal_address()
+    uvicorn.run(
+        "api.main:app",
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        # Trace ids in paths are not sensitive, but keep access logs off by
+        # default: one line per request is noise at ingestion rates.
+        access_log=False,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run a Temporal worker (evaluation workflows and activities)."""
+    from core.worker import run_worker
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    settings.require_database_url()
+    settings.require_temporal_address()
+    asyncio.run(run_worker(settings))
+
+
+@app.command()
+def migrate(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
+    """Apply database migrations (Alembic)."""
+    from core.migrations import upgrade_database
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    upgrade_database(settings.require_database_url(), revision)
+    typer.echo(f"database at revision {revision}")
+
+
+if __name__ == "__main__":
+    app()

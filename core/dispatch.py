@@ -1,0 +1,85 @@
+"""Starting the evaluation workflow of a stored trace.
+
+Used by ingestion (right after the trace is committed) and by the dispatch
+sweep (for traces stored while Temporal was unreachable). Starting is
+idempotent: the workflow id is derived from the trace id, a running workflow
+is reused and a finished one is never started twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterable
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from core import search_attributes as sa
+from models.schemas import EvaluateTraceInput, TraceStatus, workflow_id_for
+from models.tables import Trace
+
+log = logging.getLogger(__name__)
+
+WORKFLOW_NAME = "EvaluateTrace"
+
+
+async def start_evaluation(
+    client: Client,
+    task_queue: str,
+    trace_id: uuid.UUID,
+    organization_id: uuid.UUID,
+    domain: str,
+    *,
+    rpc_timeout: dt.timedelta | None = None,
+) -> bool:
+    """Start (or find) the trace's workflow. Returns False when Temporal is unreachable."""
+    try:
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            EvaluateTraceInput(trace_id=trace_id, organization_id=organization_id, domain=domain),
+            id=workflow_id_for(trace_id),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.ORGANIZATION, str(organization_id)),
+                    SearchAttributePair(sa.DOMAIN, domain),
+                    SearchAttributePair(sa.STATUS, TraceStatus.QUEUED.value),
+                    SearchAttributePair(sa.TIER, "none"),
+                ]
+            ),
+            rpc_timeout=rpc_timeout,
+        )
+    except WorkflowAlreadyStartedError:
+        return True  # it ran before: nothing to do
+    except Exception as exc:
+        log.warning("workflow start failed for trace %s: %s", trace_id, type(exc).__name__)
+        return False
+    return True
+
+
+async def mark_queued(session: AsyncSession, trace_ids: Iterable[uuid.UUID]) -> None:
+    """pending_dispatch -> queued, never moving a trace backwards.
+
+    The worker may already have picked the trace up (status ``evaluating``);
+    the condition on the current status keeps that.
+    """
+    ids = list(trace_ids)
+    if not ids:
+        return
+    await session.execute(
+        update(Trace)
+        .where(Trace.id.in_(ids), Trace.status == TraceStatus.PENDING_DISPATCH.value)
+        .values(status=TraceStatus.QUEUED.value)
+    )

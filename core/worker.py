@@ -1,0 +1,92 @@
+"""The Temporal worker process: workflows, activities, the dispatch schedule, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+)
+from temporalio.worker import Worker
+
+from activities.dispatch import DispatchActivities
+from activities.persist import PersistActivities
+from activities.tiers import TierActivities
+from core.db import create_engine, create_session_factory
+from core.settings import Settings
+from core.temporal import connect
+from models.schemas import DispatchSweepInput
+from workflows.dispatch_sweep import SCHEDULE_ID, DispatchPendingTraces
+from workflows.evaluate_trace import EvaluateTrace
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(
+    client: Client, session_factory: async_sessionmaker[AsyncSession], settings: Settings
+) -> Worker:
+    activities = [
+        *TierActivities(session_factory).all(),
+        *PersistActivities(session_factory).all(),
+        DispatchActivities(session_factory, client, settings.task_queue).dispatch_pending,
+    ]
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[EvaluateTrace, DispatchPendingTraces],
+        activities=activities,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+    )
+
+
+async def ensure_dispatch_schedule(client: Client, settings: Settings) -> None:
+    """Create the schedule that re-dispatches stranded traces (once per namespace)."""
+    with contextlib.suppress(ScheduleAlreadyRunningError):
+        await client.create_schedule(
+            SCHEDULE_ID,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    "DispatchPendingTraces",
+                    DispatchSweepInput(),
+                    id=SCHEDULE_ID,
+                    task_queue=settings.task_queue,
+                ),
+                spec=ScheduleSpec(
+                    intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.dispatch_sweep_seconds))]
+                ),
+                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            ),
+        )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
+    engine = create_engine(settings)
+    client = await connect(settings)
+    worker = build_worker(client, create_session_factory(engine), settings)
+    await ensure_dispatch_schedule(client, settings)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    log.info("worker polling task queue %s", settings.task_queue)
+    async with worker:
+        await stop.wait()
+        log.info("shutting down worker (waiting up to %ss)", settings.worker_graceful_shutdown_seconds)
+    await engine.dispose()

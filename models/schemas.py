@@ -1,0 +1,257 @@
+"""Pydantic models shared by the API, workflows and activities.
+
+This module must stay importable inside the Temporal workflow sandbox: it
+imports pydantic and the pure evaluator types, never SQLAlchemy or an SDK.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from evaluators.types import Finding, Severity
+
+T = TypeVar("T")
+
+
+class TraceStatus(StrEnum):
+    PENDING_DISPATCH = "pending_dispatch"  # stored, workflow not started yet (Temporal unreachable)
+    QUEUED = "queued"  # workflow started, waiting for a worker
+    EVALUATING = "evaluating"
+    AWAITING_REVIEW = "awaiting_review"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TRACE_STATUSES = tuple(s.value for s in TraceStatus)
+FINAL_STATUSES = frozenset({TraceStatus.COMPLETED, TraceStatus.FAILED})
+
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+DomainName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,63}$", to_lower=True, strip_whitespace=True)
+]
+# Trace text is bounded so that one request cannot exhaust memory; the request
+# size limit (AEGIS_MAX_REQUEST_BYTES) is the outer bound.
+TraceText = Annotated[str, StringConstraints(max_length=1_000_000)]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are rejected so that a typo gets a 422 naming it.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------
+# Organisations and keys
+# --------------------------------------------------------------------------
+
+
+class OrganizationCreate(_Strict):
+    name: ShortText
+    email: EmailStr
+
+
+class OrganizationCreated(BaseModel):
+    organization_id: uuid.UUID
+    name: str
+    api_key: str = Field(description="Shown once; only its hash is stored.")
+    api_key_prefix: str
+
+
+class ApiKeyCreate(_Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)] = "default"
+
+
+class ApiKeyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    api_key: str = Field(description="Shown once; only its hash is stored.")
+
+
+# --------------------------------------------------------------------------
+# Traces
+# --------------------------------------------------------------------------
+
+
+class TraceIn(_Strict):
+    model: ShortText
+    input: TraceText
+    output: TraceText
+    domain: DomainName
+    application_type: Annotated[str, StringConstraints(max_length=64)] | None = None
+    rag_contexts: list[str | dict[str, Any]] | None = Field(default=None, max_length=200)
+    rl_episode: dict[str, Any] | None = None
+    session_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    user_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    input_tokens: Annotated[int, Field(ge=0)] | None = None
+    output_tokens: Annotated[int, Field(ge=0)] | None = None
+    latency_ms: Annotated[float, Field(ge=0)] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    external_id: ShortText | None = Field(
+        default=None, description="Your id for this call; resubmitting it returns the same trace."
+    )
+
+
+class TraceAccepted(BaseModel):
+    trace_id: uuid.UUID
+    status: TraceStatus
+    duplicate: bool = Field(default=False, description="True when external_id was seen before.")
+
+
+class BatchIn(_Strict):
+    traces: list[dict[str, Any]] = Field(min_length=1)
+
+
+class BatchItemResult(BaseModel):
+    index: int
+    accepted: bool
+    trace_id: uuid.UUID | None = None
+    status: TraceStatus | None = None
+    duplicate: bool = False
+    errors: list[dict[str, Any]] | None = None
+
+
+class BatchAccepted(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItemResult]
+
+
+class TraceOut(BaseModel):
+    trace_id: uuid.UUID
+    external_id: str | None
+    model: str
+    input: str
+    output: str
+    domain: str
+    application_type: str | None
+    rag_contexts: list[Any] | None
+    rl_episode: dict[str, Any] | None
+    session_id: str | None
+    user_id: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    latency_ms: float | None
+    metadata: dict[str, Any]
+    status: TraceStatus
+    created_at: dt.datetime
+    evaluated_at: dt.datetime | None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null at the end.")
+
+
+# --------------------------------------------------------------------------
+# Evaluation: what the tiers report, and what the API returns
+# --------------------------------------------------------------------------
+
+TierStatus = Literal["completed", "not_configured", "skipped", "error"]
+
+
+class TierOutcome(BaseModel):
+    """What one tier concluded. Carried in workflow history: never trace text."""
+
+    tier: int
+    name: str
+    status: TierStatus
+    severity: Severity = Severity.NONE
+    settled: bool = Field(default=False, description="True when this tier decided the verdict.")
+    findings: list[Finding] = Field(default_factory=list)
+    detail: dict[str, Any] = Field(default_factory=dict)
+    duration_ms: float = 0.0
+
+
+class FinalVerdict(BaseModel):
+    passed: bool
+    severity: Severity
+    decided_by: str
+
+
+class IssueOut(BaseModel):
+    tier: int
+    rule_id: str
+    category: str
+    severity: Severity
+    message: str
+    spans: list[dict[str, Any]]
+
+
+class EvaluationOut(BaseModel):
+    trace_id: uuid.UUID
+    status: TraceStatus
+    domain: str
+    passed: bool | None = None
+    severity: Severity | None = None
+    decided_by: str | None = None
+    tiers: list[dict[str, Any]] = Field(default_factory=list)
+    issues: list[IssueOut] = Field(default_factory=list)
+    workflow_id: str
+    evaluated_at: dt.datetime | None = None
+
+
+# --------------------------------------------------------------------------
+# Workflow and activity inputs: one model each, ids only (text stays in PostgreSQL)
+# --------------------------------------------------------------------------
+
+
+class EvaluateTraceInput(BaseModel):
+    trace_id: uuid.UUID
+    organization_id: uuid.UUID
+    domain: str
+
+
+class TierInput(BaseModel):
+    trace_id: uuid.UUID
+    organization_id: uuid.UUID
+    domain: str
+    previous: list[TierOutcome] = Field(default_factory=list)
+
+
+class StatusUpdateInput(BaseModel):
+    trace_id: uuid.UUID
+    status: TraceStatus
+
+
+class PersistInput(BaseModel):
+    trace_id: uuid.UUID
+    organization_id: uuid.UUID
+    domain: str
+    workflow_id: str
+    run_id: str
+    outcomes: list[TierOutcome]
+
+
+class DispatchSweepInput(BaseModel):
+    older_than_seconds: float = 5.0
+    limit: int = 500
+
+
+class DispatchSweepResult(BaseModel):
+    dispatched: int
+    remaining: bool
+
+
+class WorkflowState(BaseModel):
+    """Answer of the ``status`` query."""
+
+    trace_id: uuid.UUID
+    status: TraceStatus
+    current_tier: str
+    outcomes: list[TierOutcome]
+    verdict: FinalVerdict | None = None
+
+
+def workflow_id_for(trace_id: uuid.UUID) -> str:
+    return f"trace-{trace_id}"

@@ -1,0 +1,59 @@
+"""Test helpers that act like an API user."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+FINAL = {"completed", "failed"}
+
+
+@dataclass
+class OrgClient:
+    api: httpx.AsyncClient
+    organization_id: str
+    api_key: str
+
+    @classmethod
+    async def create(cls, api: httpx.AsyncClient, name: str) -> OrgClient:
+        response = await api.post(
+            "/api/v1/organizations", json={"name": name, "email": f"{name}@example.com"}
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return cls(api, body["organization_id"], body["api_key"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.api.get(path, headers=self.headers, **kwargs)
+
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+        return await self.api.post(path, json=json, headers=self.headers, **kwargs)
+
+    async def delete(self, path: str) -> httpx.Response:
+        return await self.api.delete(path, headers=self.headers)
+
+    async def submit(self, **fields: Any) -> str:
+        body = {"model": "gpt-4", "input": "What is 2+2?", "output": "4", "domain": "generic", **fields}
+        response = await self.post("/api/v1/traces", json=body)
+        assert response.status_code in (200, 202), response.text
+        return str(response.json()["trace_id"])
+
+    async def wait_for_evaluation(self, trace_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            response = await self.get(f"/api/v1/evaluations/{trace_id}")
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            if body["status"] in FINAL:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"evaluation of {trace_id} not final after {timeout}s: {body['status']}")
+            await asyncio.sleep(0.1)

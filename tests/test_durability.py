@@ -1,0 +1,138 @@
+"""Accepted traces are never lost, and retried steps never duplicate rows."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities.persist import PersistActivities
+from api.app import create_app
+from api.deps import AppResources
+from core.embedded import free_port
+from core.settings import Settings
+from core.worker import ensure_dispatch_schedule
+from evaluators.types import Finding, Severity, Span
+from models.schemas import DispatchSweepInput, PersistInput, TierOutcome
+from models.tables import EvaluationIssue, EvaluationResult, Trace, UsageMetric
+from tests.helpers import OrgClient
+from workflows.dispatch_sweep import SCHEDULE_ID
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture
+async def api_without_temporal(resources: AppResources) -> AsyncIterator[httpx.AsyncClient]:
+    """The API as it runs while Temporal is down: a lazy client to a port nobody listens on."""
+    dead = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True, data_converter=pydantic_data_converter)
+    app = create_app(resources=AppResources(resources.settings, resources.session_factory, dead))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://aegis.test"
+    ) as client:
+        yield client
+
+
+async def test_trace_accepted_while_temporal_is_down_is_evaluated_once_it_is_back(
+    org: OrgClient, api_without_temporal: httpx.AsyncClient, temporal_client: Client, settings: Settings
+) -> None:
+    started = time.monotonic()
+    response = await api_without_temporal.post(
+        "/api/v1/traces",
+        json={"model": "gpt-4", "input": "What is 2+2?", "output": "4", "domain": "healthcare"},
+        headers=org.headers,
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "pending_dispatch"
+    # Ingestion is bounded by the configured Temporal RPC timeout, with slack for retries.
+    assert elapsed < settings.temporal_rpc_timeout_seconds * 4
+    trace_id = response.json()["trace_id"]
+    assert (await org.get(f"/api/v1/traces/{trace_id}")).json()["status"] == "pending_dispatch"
+
+    # Temporal is "back": the sweep the schedule runs picks the trace up.
+    dispatched = await temporal_client.execute_workflow(
+        "DispatchPendingTraces",
+        DispatchSweepInput(older_than_seconds=0),
+        id=f"test-sweep-{uuid.uuid4()}",
+        task_queue=settings.task_queue,
+        result_type=int,
+    )
+    assert dispatched >= 1
+    evaluation = await org.wait_for_evaluation(trace_id)
+    assert evaluation["status"] == "completed" and evaluation["passed"] is True
+
+
+async def test_dispatch_schedule_is_created_once(temporal_client: Client, settings: Settings) -> None:
+    await ensure_dispatch_schedule(temporal_client, settings)
+    await ensure_dispatch_schedule(temporal_client, settings)  # idempotent
+    handle = temporal_client.get_schedule_handle(SCHEDULE_ID)
+    description = await handle.describe()
+    assert description.schedule.action.workflow == "DispatchPendingTraces"
+    assert description.schedule.action.task_queue == settings.task_queue
+    await handle.delete()
+
+
+async def test_persist_retried_writes_nothing_twice(
+    org: OrgClient, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    trace_id = uuid.UUID(await org.submit(output="The patient's SSN is 219-09-9999."))
+    await org.wait_for_evaluation(str(trace_id))
+    organization_id = uuid.UUID(org.organization_id)
+
+    finding = Finding(
+        rule_id="pii.ssn",
+        category="pii",
+        severity=Severity.HIGH,
+        message="SSN in output",
+        spans=[Span(field="output", start=21, end=32)],
+    )
+    task = PersistInput(
+        trace_id=trace_id,
+        organization_id=organization_id,
+        domain="generic",
+        workflow_id="w",
+        run_id="r",
+        outcomes=[
+            TierOutcome(tier=0, name="sanitise", status="completed"),
+            TierOutcome(tier=1, name="rules", status="completed", severity=Severity.HIGH, findings=[finding]),
+        ],
+    )
+    persist = PersistActivities(session_factory).persist
+    first = await persist(task)
+    second = await persist(task)  # a retry after a lost acknowledgement
+    assert first == second and first.passed is False
+
+    async with session_factory() as session:
+        results = await session.scalar(
+            select(func.count()).select_from(EvaluationResult).where(EvaluationResult.trace_id == trace_id)
+        )
+        issues = await session.scalar(
+            select(func.count()).select_from(EvaluationIssue).where(EvaluationIssue.trace_id == trace_id)
+        )
+        evaluated = await session.scalar(
+            select(UsageMetric.value).where(
+                UsageMetric.organization_id == organization_id, UsageMetric.metric == "traces_evaluated"
+            )
+        )
+        status = await session.scalar(select(Trace.status).where(Trace.id == trace_id))
+    assert (results, issues, status) == (1, 1, "completed")
+    # Counted once, by the workflow's own persist, not again by the retries.
+    assert evaluated == 1
+
+
+async def test_readiness_names_the_unreachable_dependency(
+    api: httpx.AsyncClient, api_without_temporal: httpx.AsyncClient
+) -> None:
+    ok = await api.get("/health/ready")
+    assert ok.status_code == 200 and ok.json()["checks"] == {"database": "ok", "temporal": "ok"}
+    down = await api_without_temporal.get("/health/ready")
+    assert down.status_code == 503
+    assert down.json()["error"]["details"] == {"database": "ok", "temporal": "unreachable"}
+    assert (await api_without_temporal.get("/health")).json() == {"status": "ok"}

@@ -1,0 +1,1 @@
+"""Temporal workflows. Deterministic orchestration only: no I/O, no SQLAlchemy or SDK imports."""
