@@ -10,19 +10,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.errors import trace_not_found
+from core.packs import PackResolver
 from domains import load_domain_pack
-from evaluators.types import Severity
 from evaluators.verdict import final_verdict
 from models.schemas import FinalVerdict, PersistInput, StatusUpdateInput, TraceStatus
 from models.tables import Alert, EvaluationIssue, EvaluationResult, Trace, UsageMetric
 
-# Final severities that raise an alert row for downstream notification.
-ALERT_SEVERITIES = frozenset({Severity.CRITICAL})
+# The pack whose pass threshold and alert rules apply when the domain is unknown.
+FALLBACK_PACK = "generic"
 
 
 class PersistActivities:
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], packs: PackResolver) -> None:
         self._sessions = session_factory
+        self._packs = packs
 
     @activity.defn(name="persist_evaluation")
     async def persist(self, task: PersistInput) -> FinalVerdict:
@@ -32,9 +33,12 @@ class PersistActivities:
         alerts are written only by the attempt that moves the trace to its
         final status, which the row lock makes exactly one.
         """
-        passed, severity, decided_by = final_verdict(
-            task.outcomes, load_domain_pack(task.domain).pass_threshold
+        pack = (
+            await self._packs.get(task.organization_id, task.pack)
+            if task.pack
+            else load_domain_pack(FALLBACK_PACK)
         )
+        passed, severity, decided_by = final_verdict(task.outcomes, pack.pass_threshold)
         verdict = FinalVerdict(passed=passed, severity=severity, decided_by=decided_by)
         now = dt.datetime.now(dt.UTC)
         tiers = [o.model_dump(mode="json", exclude={"findings"}) for o in task.outcomes]
@@ -59,6 +63,8 @@ class PersistActivities:
                 tiers=tiers,
                 workflow_id=task.workflow_id,
                 run_id=task.run_id,
+                pack_name=task.pack.name if task.pack else None,
+                pack_version=task.pack.version if task.pack else None,
             )
             upsert = insert(EvaluationResult).values(**values)
             await session.execute(
@@ -93,7 +99,7 @@ class PersistActivities:
             )
             if first_completion:
                 await _count(session, task, "traces_evaluated", now.date())
-                if severity in ALERT_SEVERITIES:
+                if severity in pack.alerts.severities:
                     session.add(
                         Alert(
                             organization_id=task.organization_id,

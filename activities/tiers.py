@@ -10,18 +10,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.errors import trace_not_found
-from domains import load_domain_pack
-from evaluators.escalation import CLASSIFIER, EXPERT, JUDGE, RULES, SANITISE, rules_settle
+from core.packs import PackResolver
+from evaluators.escalation import CLASSIFIER, EXPERT, JUDGE, RULES, SANITISE
 from evaluators.rules import evaluate_rules
-from evaluators.sanitize import sanitise
-from evaluators.types import Severity
+from evaluators.sanitize import sanitise, unknown_domain_finding
+from evaluators.types import NormalisedTrace, Severity, Tier0Result
 from models.schemas import TierInput, TierOutcome, TraceStatus
 from models.tables import Trace
 
 
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
 class TierActivities:
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], packs: PackResolver) -> None:
         self._sessions = session_factory
+        self._packs = packs
 
     async def _load(self, trace_id: uuid.UUID, organization_id: uuid.UUID, *, mark_evaluating: bool) -> Trace:
         async with self._sessions() as session:
@@ -37,39 +42,63 @@ class TierActivities:
                 await session.commit()
             return trace
 
+    @staticmethod
+    def _normalise(trace: Trace) -> tuple[NormalisedTrace, Tier0Result]:
+        return sanitise(
+            trace.input,
+            trace.output,
+            trace.metadata_,
+            rag_contexts=trace.rag_contexts,
+            rl_episode=trace.rl_episode,
+        )
+
     @activity.defn(name="tier0_sanitise")
     async def sanitise(self, task: TierInput) -> TierOutcome:
-        """Tier 0: normalise and validate; count the PII that later tiers must not see."""
+        """Tier 0: normalise, validate, pick the domain pack; refuse what cannot be evaluated."""
         trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=True)
+        resolved = await self._packs.latest(task.organization_id, task.domain)
         started = time.perf_counter()
-        _, result = sanitise(trace.input, trace.output, trace.metadata_)
+        _, result = self._normalise(trace)
+        findings = list(result.findings)
+        if resolved is None:
+            findings.append(unknown_domain_finding(task.domain))
+        # An empty output or an unknown domain cannot be evaluated by any later tier.
+        cannot_evaluate = resolved is None or not result.valid
         return TierOutcome(
             tier=0,
             name=SANITISE,
             status="completed",
-            severity=Severity.max_of(f.severity for f in result.findings),
-            findings=result.findings,
-            detail={"valid": result.valid, "pii_counts": result.pii_counts},
-            duration_ms=(time.perf_counter() - started) * 1000,
+            severity=Severity.max_of(f.severity for f in findings),
+            settled=cannot_evaluate,
+            findings=findings,
+            detail={"valid": result.valid and resolved is not None, "pii_counts": result.pii_counts},
+            duration_ms=_elapsed_ms(started),
+            pack=resolved[0] if resolved else None,
         )
 
     @activity.defn(name="tier1_rules")
     async def rules(self, task: TierInput) -> TierOutcome:
         """Tier 1: the domain pack's deterministic rules."""
+        if task.pack is None:
+            raise ValueError("Tier 1 needs the pack chosen by Tier 0")
         trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=False)
+        pack = await self._packs.get(task.organization_id, task.pack)
         started = time.perf_counter()
-        pack = load_domain_pack(task.domain)
-        normalised, _ = sanitise(trace.input, trace.output, trace.metadata_)
+        normalised, _ = self._normalise(trace)
         result = evaluate_rules(normalised, pack)
         return TierOutcome(
             tier=1,
             name=RULES,
             status="completed",
             severity=result.max_severity,
-            settled=rules_settle(result.max_severity),
+            settled=result.max_severity >= pack.escalation.settle_on_severity,
             findings=result.findings,
-            detail={"rules_evaluated": result.rules_evaluated, "pack": pack.name},
-            duration_ms=(time.perf_counter() - started) * 1000,
+            detail={
+                "rules_evaluated": result.rules_evaluated,
+                "pack": pack.name,
+                "pack_version": pack.version,
+            },
+            duration_ms=_elapsed_ms(started),
         )
 
     # Tiers 2-4 are steps of the same kind that report "not configured" until

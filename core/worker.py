@@ -25,6 +25,7 @@ from activities.dispatch import DispatchActivities
 from activities.persist import PersistActivities
 from activities.tiers import TierActivities
 from core.db import create_engine, create_session_factory
+from core.packs import PackResolver
 from core.settings import Settings
 from core.temporal import connect
 from models.schemas import DispatchSweepInput
@@ -37,9 +38,10 @@ log = logging.getLogger(__name__)
 def build_worker(
     client: Client, session_factory: async_sessionmaker[AsyncSession], settings: Settings
 ) -> Worker:
+    packs = PackResolver(session_factory)
     activities = [
-        *TierActivities(session_factory).all(),
-        *PersistActivities(session_factory).all(),
+        *TierActivities(session_factory, packs).all(),
+        *PersistActivities(session_factory, packs).all(),
         DispatchActivities(session_factory, client, settings.task_queue).dispatch_pending,
     ]
     return Worker(

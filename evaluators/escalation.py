@@ -24,11 +24,6 @@ class Outcome(Protocol):
     settled: bool
 
 
-def rules_settle(severity: Severity) -> bool:
-    """A critical rule finding is decisive: no model or judge can make it safe."""
-    return severity is Severity.CRITICAL
-
-
 def next_tier(outcomes: Sequence[Outcome]) -> int | None:
     """Index of the next tier to run, or None when the verdict is settled."""
     if not outcomes:

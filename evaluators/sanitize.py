@@ -1,9 +1,12 @@
-"""Tier 0: normalise trace text, spot broken outputs and redact PII.
+"""Tier 0: normalise the trace, check it can be evaluated, redact PII.
 
-Tier 0 is deliberately cheap and conservative. It reports only structural
-quality problems (empty or truncated output); personal data is redacted and
-counted here but reported as findings by Tier 1's ``pii`` rule, so that the
-severity of each kind is decided by the domain pack.
+Tier 0 is deliberately cheap and conservative. It reports one finding only,
+``input.empty_output``, because a trace without an output cannot be judged
+and the result should say why. Everything about the output's form
+(truncation, refusals, JSON shape) is an ``output_shape`` rule of the domain
+pack, so its severity is the pack's choice. Personal data is counted and
+redacted here with typed masks (``<SSN>``, ``<PERSON_DOB>``...) but reported
+as findings by Tier 1's ``pii`` rule, for the same reason.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evaluators.pii import detect_pii, redact
@@ -20,30 +23,34 @@ from evaluators.types import Finding, NormalisedTrace, Severity, Tier0Result
 # C0 control characters except tab (\x09) and newline (\x0a). Carriage
 # returns are converted to newlines before this runs.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f]")
+# The same set as bytes, for ASCII text (a byte translation is several
+# times faster than a regex substitution).
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0B, 0x20)])
 
-# A line that opens or closes a fenced code block.
-_FENCE_RE = re.compile(r"^[ \t]*```", re.MULTILINE)
-
-_TRUNCATION_REASONS = frozenset({"length", "max_tokens"})
-
-# Thresholds for the text-only truncation heuristics; below them an output
-# is treated as a complete short answer (e.g. "4").
-_MIN_CHARS_FOR_TEXT_HEURISTICS = 200
-_MIN_LAST_LINE_FOR_MID_WORD = 80
+# Keys under which a RAG context dict carries its text, and its source id.
+_CONTEXT_TEXT_KEYS = ("text", "content", "page_content")
+_CONTEXT_ID_KEYS = ("id", "source_id", "doc_id", "source")
 
 EMPTY_OUTPUT = Finding(
-    rule_id="quality.empty_output",
-    category="quality",
+    rule_id="input.empty_output",
+    category="input",
     severity=Severity.HIGH,
-    message="Output is empty or contains only whitespace",
+    message="Output is empty or contains only whitespace, so it cannot be evaluated",
 )
 
-TRUNCATED_OUTPUT = Finding(
-    rule_id="quality.truncated_output",
-    category="quality",
-    severity=Severity.MEDIUM,
-    message="Output appears to be truncated",
-)
+
+def unknown_domain_finding(domain: str) -> Finding:
+    """Finding for a trace whose domain has no pack.
+
+    The domain name is caller-supplied text, so it is deliberately not
+    echoed: the caller already knows what it sent.
+    """
+    return Finding(
+        rule_id="input.unknown_domain",
+        category="input",
+        severity=Severity.HIGH,
+        message="No domain pack exists for the trace's domain, so no domain rules were applied",
+    )
 
 
 def normalise(text: str) -> str:
@@ -52,67 +59,62 @@ def normalise(text: str) -> str:
     Unicode NFC, CRLF and lone CR become LF, C0 control characters other than
     tab and newline are removed, and trailing whitespace is stripped.
     """
-    text = unicodedata.normalize("NFC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL_RE.sub("", text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.isascii():
+        # ASCII text is already NFC.
+        text = text.encode("ascii").translate(None, _CONTROL_BYTES).decode("ascii")
+    else:
+        text = _CONTROL_RE.sub("", unicodedata.normalize("NFC", text))
     return text.rstrip()
 
 
-def looks_truncated(output: str, metadata: Mapping[str, Any] | None = None) -> bool:
-    """Whether ``output`` (already normalised, non-empty) was cut off.
-
-    Only strong signals count, so short complete answers are never flagged:
-
-    * the provider said so: ``finish_reason`` / ``stop_reason`` is
-      ``"length"`` or ``"max_tokens"``;
-    * a fenced code block was opened but never closed (odd number of fences);
-    * an output of at least 200 characters ends with a dangling "..." or "…";
-    * an output of at least 200 characters ends mid-word (its last character
-      is a letter, so there is no closing punctuation) and its last line is
-      longer than 80 characters, i.e. it stops inside running prose rather
-      than at a heading or list item.
-    """
-    if metadata:
-        for key in ("finish_reason", "stop_reason"):
-            reason = metadata.get(key)
-            if isinstance(reason, str) and reason.strip().lower() in _TRUNCATION_REASONS:
-                return True
-
-    if len(_FENCE_RE.findall(output)) % 2 == 1:
-        return True
-
-    if len(output) >= _MIN_CHARS_FOR_TEXT_HEURISTICS:
-        if output.endswith("...") or output.endswith("…"):
-            return True
-        last_line = output.rsplit("\n", 1)[-1]
-        if output[-1].isalpha() and len(last_line) > _MIN_LAST_LINE_FOR_MID_WORD:
-            return True
-
-    return False
+def _context(item: Any) -> tuple[str, str | None]:
+    """(text, source id) of one RAG context, sent as a string or a dict."""
+    if isinstance(item, str):
+        return normalise(item), None
+    if isinstance(item, Mapping):
+        text = next((item[key] for key in _CONTEXT_TEXT_KEYS if isinstance(item.get(key), str)), "")
+        source = next((item[key] for key in _CONTEXT_ID_KEYS if isinstance(item.get(key), str | int)), None)
+        return normalise(text), None if source is None or isinstance(source, bool) else str(source)
+    # Anything else has no text; it keeps its place so citation indices hold.
+    return "", None
 
 
 def sanitise(
     input_text: str,
     output_text: str,
     metadata: Mapping[str, Any] | None = None,
+    rag_contexts: Sequence[Any] | None = None,
+    rl_episode: Any = None,
 ) -> tuple[NormalisedTrace, Tier0Result]:
     """Run Tier 0 on one trace.
 
     Returns the normalised (unredacted) trace for later tiers, and the Tier 0
-    result with quality findings and redacted copies. ``valid`` is False only
-    when the output is empty.
+    result with redacted copies and PII counts. ``valid`` is False only when
+    the output is empty. An ``rl_episode`` that is not a mapping is kept as an
+    empty episode, which the RL rules then report as malformed.
     """
-    trace = NormalisedTrace(input=normalise(input_text), output=normalise(output_text))
+    contexts = [_context(item) for item in rag_contexts or ()]
+    if rl_episode is not None and not isinstance(rl_episode, Mapping):
+        rl_episode = {}
+    trace = NormalisedTrace(
+        input=normalise(input_text),
+        output=normalise(output_text),
+        metadata=dict(metadata or {}),
+        rag_contexts=[text for text, _ in contexts],
+        rag_source_ids=[source for _, source in contexts],
+        rl_episode=dict(rl_episode) if rl_episode is not None else None,
+    )
 
-    findings: list[Finding] = []
     valid = bool(trace.output.strip())
-    if not valid:
-        findings.append(EMPTY_OUTPUT)
-    elif looks_truncated(trace.output, metadata):
-        findings.append(TRUNCATED_OUTPUT)
+    findings = [] if valid else [EMPTY_OUTPUT]
 
     input_matches = detect_pii(trace.input)
     output_matches = detect_pii(trace.output)
+    # Tier 1's pii rule reads these instead of scanning the same text again.
+    trace._pii_cache["input"] = input_matches
+    trace._pii_cache["output"] = output_matches
     counts = Counter(match.kind for match in (*input_matches, *output_matches))
 
     result = Tier0Result(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import Enum, StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 _SEVERITY_RANKS: dict[str, int] = {
     "none": 0,
@@ -85,12 +85,20 @@ class Severity(StrEnum):
     __hash__ = Enum.__hash__
 
 
+SpanField = Literal["input", "output", "rl_episode", "rag_contexts"]
+
+
 class Span(BaseModel):
-    """Evidence location: character offsets into the normalised text."""
+    """Evidence location, never the evidence itself.
+
+    For ``input`` and ``output``: character offsets into the normalised text.
+    For ``rl_episode``: step indices, ``end`` exclusive. For ``rag_contexts``:
+    context indices, ``end`` exclusive.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    field: Literal["input", "output"]
+    field: SpanField
     start: int
     end: int
 
@@ -112,16 +120,35 @@ class Finding(BaseModel):
 
 
 class NormalisedTrace(BaseModel):
-    """Input and output text after Tier 0 normalisation (not redacted)."""
+    """A trace after Tier 0 normalisation (not redacted).
+
+    ``rag_contexts`` are plain strings in the order they were sent (a context
+    without text is kept as ``""`` so that indices still line up with the
+    citations); ``rag_source_ids`` holds the ``id``/``source`` a context dict
+    carried, or ``None``. ``rl_episode`` is passed through as sent: rules that
+    read it check its shape themselves.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     input: str
     output: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    rag_contexts: list[str] = Field(default_factory=list)
+    rag_source_ids: list[str | None] = Field(default_factory=list)
+    rl_episode: dict[str, Any] | None = None
+
+    # PII matches per field ("input"/"output") over the whole text, filled by
+    # Tier 0 so that Tier 1 does not scan the same text twice.
+    _pii_cache: dict[str, Any] = PrivateAttr(default_factory=dict)
 
 
 class Tier0Result(BaseModel):
-    """Outcome of Tier 0: basic validity, quality signals and redacted copies."""
+    """Outcome of Tier 0: validity, PII counts and redacted copies.
+
+    ``findings`` holds only ``input.empty_output`` (an output that cannot be
+    evaluated); quality checks on the output's form are Tier 1 rules.
+    """
 
     model_config = ConfigDict(frozen=True)
 

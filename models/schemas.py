@@ -157,6 +157,15 @@ class Page(BaseModel, Generic[T]):
 # Evaluation: what the tiers report, and what the API returns
 # --------------------------------------------------------------------------
 
+
+class PackRef(BaseModel):
+    """Which domain pack a trace is evaluated with, pinned for the whole workflow."""
+
+    source: Literal["builtin", "organization"]
+    name: str
+    version: int
+
+
 TierStatus = Literal["completed", "not_configured", "skipped", "error"]
 
 
@@ -171,6 +180,7 @@ class TierOutcome(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     detail: dict[str, Any] = Field(default_factory=dict)
     duration_ms: float = 0.0
+    pack: PackRef | None = Field(default=None, description="Set by Tier 0: the pack the later tiers use.")
 
 
 class FinalVerdict(BaseModel):
@@ -195,6 +205,8 @@ class EvaluationOut(BaseModel):
     passed: bool | None = None
     severity: Severity | None = None
     decided_by: str | None = None
+    pack_name: str | None = Field(default=None, description="Domain pack the rules ran with.")
+    pack_version: int | None = None
     tiers: list[dict[str, Any]] = Field(default_factory=list)
     issues: list[IssueOut] = Field(default_factory=list)
     workflow_id: str
@@ -216,6 +228,7 @@ class TierInput(BaseModel):
     trace_id: uuid.UUID
     organization_id: uuid.UUID
     domain: str
+    pack: PackRef | None = Field(default=None, description="Set by Tier 0; None when the domain is unknown.")
     previous: list[TierOutcome] = Field(default_factory=list)
 
 
@@ -230,6 +243,7 @@ class PersistInput(BaseModel):
     domain: str
     workflow_id: str
     run_id: str
+    pack: PackRef | None = None
     outcomes: list[TierOutcome]
 
 

@@ -141,6 +141,9 @@ class EvaluationResult(Base):
     passed: Mapped[bool] = mapped_column(Boolean)
     severity: Mapped[str] = mapped_column(String(16))
     decided_by: Mapped[str] = mapped_column(String(32))
+    # Which domain pack (and version) the rules ran with.
+    pack_name: Mapped[str | None] = mapped_column(String(64))
+    pack_version: Mapped[int | None]
     # Per-tier outcome summaries (status, severity, counts, timings): no trace text.
     tiers: Mapped[list[Any]] = mapped_column(default=list)
     workflow_id: Mapped[str] = mapped_column(String(100))
@@ -168,6 +171,22 @@ class EvaluationIssue(Base):
     severity: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text)
     spans: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class DomainPackVersion(Base):
+    """An organisation's own domain pack; every publish adds a version, none is edited."""
+
+    __tablename__ = "domain_packs"
+    __table_args__ = (UniqueConstraint("organization_id", "name", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    name: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    # The validated pack as published (before inheritance is resolved).
+    spec: Mapped[dict[str, Any]]
+    fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = _created_at()
 
 

@@ -17,10 +17,12 @@ from activities.persist import PersistActivities
 from api.app import create_app
 from api.deps import AppResources
 from core.embedded import free_port
+from core.packs import PackResolver
 from core.settings import Settings
 from core.worker import ensure_dispatch_schedule
+from domains import load_domain_pack
 from evaluators.types import Finding, Severity, Span
-from models.schemas import DispatchSweepInput, PersistInput, TierOutcome
+from models.schemas import DispatchSweepInput, PackRef, PersistInput, TierOutcome
 from models.tables import EvaluationIssue, EvaluationResult, Trace, UsageMetric
 from tests.helpers import OrgClient
 from workflows.dispatch_sweep import SCHEDULE_ID
@@ -97,6 +99,7 @@ async def test_persist_retried_writes_nothing_twice(
         trace_id=trace_id,
         organization_id=organization_id,
         domain="generic",
+        pack=PackRef(source="builtin", name="generic", version=load_domain_pack("generic").version),
         workflow_id="w",
         run_id="r",
         outcomes=[
@@ -104,7 +107,7 @@ async def test_persist_retried_writes_nothing_twice(
             TierOutcome(tier=1, name="rules", status="completed", severity=Severity.HIGH, findings=[finding]),
         ],
     )
-    persist = PersistActivities(session_factory).persist
+    persist = PersistActivities(session_factory, PackResolver(session_factory)).persist
     first = await persist(task)
     second = await persist(task)  # a retry after a lost acknowledgement
     assert first == second and first.passed is False

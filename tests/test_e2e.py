@@ -70,7 +70,8 @@ async def test_pii_in_output_is_reported_without_echoing_it(org: OrgClient) -> N
 async def test_empty_output_is_flagged(org: OrgClient) -> None:
     trace_id = await org.submit(output="   ")
     evaluation = await org.wait_for_evaluation(trace_id)
-    assert "quality.empty_output" in {i["rule_id"] for i in evaluation["issues"]}
+    assert "input.empty_output" in {i["rule_id"] for i in evaluation["issues"]}
+    assert evaluation["decided_by"] == "sanitise"  # nothing to evaluate: Tier 0 settles it
     assert evaluation["passed"] is False
 
 

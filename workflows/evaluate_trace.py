@@ -67,6 +67,7 @@ class EvaluateTrace:
     async def run(self, task: EvaluateTraceInput) -> FinalVerdict | None:
         self._trace_id = task.trace_id
         self._set_status(TraceStatus.EVALUATING)
+        pack = None  # chosen by Tier 0, pinned for the later tiers
         try:
             tier = next_tier(self._outcomes)
             while tier is not None:
@@ -78,10 +79,12 @@ class EvaluateTrace:
                         trace_id=task.trace_id,
                         organization_id=task.organization_id,
                         domain=task.domain,
+                        pack=pack,
                         previous=self._outcomes,
                     ),
                     TierOutcome,
                 )
+                pack = pack or outcome.pack
                 self._outcomes.append(outcome)
                 tier = next_tier(self._outcomes)
 
@@ -94,6 +97,7 @@ class EvaluateTrace:
                     domain=task.domain,
                     workflow_id=info.workflow_id,
                     run_id=info.run_id,
+                    pack=pack,
                     outcomes=self._outcomes,
                 ),
                 FinalVerdict,

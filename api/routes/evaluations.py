@@ -33,6 +33,8 @@ def _evaluation_out(
         out.passed = result.passed
         out.severity = Severity(result.severity)
         out.decided_by = result.decided_by
+        out.pack_name = result.pack_name
+        out.pack_version = result.pack_version
         out.tiers = result.tiers
         out.issues = [
             IssueOut(

@@ -1,0 +1,69 @@
+"""Finding the domain pack for an organisation's trace: its own published pack, else a shipped one.
+
+Published packs were validated before they were stored, so every stored
+version is good; compiled packs are cached per (organisation, name, version),
+so a worker compiles each version once and keeps using it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domains import DomainPack, UnknownDomain, load_domain_pack, parse_domain_pack
+from models.schemas import PackRef
+from models.tables import DomainPackVersion
+
+CACHE_SIZE = 256
+
+
+class PackResolver:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = session_factory
+        self._compiled: OrderedDict[tuple[uuid.UUID, str, int], DomainPack] = OrderedDict()
+
+    async def latest(self, organization_id: uuid.UUID, name: str) -> tuple[PackRef, DomainPack] | None:
+        """The pack a new evaluation should use, or None for an unknown domain."""
+        async with self._sessions() as session:
+            version = await session.scalar(
+                select(DomainPackVersion.version)
+                .where(DomainPackVersion.organization_id == organization_id, DomainPackVersion.name == name)
+                .order_by(DomainPackVersion.version.desc())
+                .limit(1)
+            )
+        if version is not None:
+            ref = PackRef(source="organization", name=name, version=version)
+            return ref, await self.get(organization_id, ref)
+        try:
+            pack = load_domain_pack(name)
+        except UnknownDomain:
+            return None
+        return PackRef(source="builtin", name=pack.name, version=pack.version), pack
+
+    async def get(self, organization_id: uuid.UUID, ref: PackRef) -> DomainPack:
+        """The pack a running evaluation pinned (a shipped pack is the one this worker ships)."""
+        if ref.source == "builtin":
+            return load_domain_pack(ref.name)
+        key = (organization_id, ref.name, ref.version)
+        pack = self._compiled.get(key)
+        if pack is not None:
+            self._compiled.move_to_end(key)
+            return pack
+        async with self._sessions() as session:
+            spec = await session.scalar(
+                select(DomainPackVersion.spec).where(
+                    DomainPackVersion.organization_id == organization_id,
+                    DomainPackVersion.name == ref.name,
+                    DomainPackVersion.version == ref.version,
+                )
+            )
+        if spec is None:
+            raise LookupError(f"pack {ref.name} v{ref.version} not found")
+        pack = parse_domain_pack(spec, source=f"{ref.name} v{ref.version}")
+        self._compiled[key] = pack
+        if len(self._compiled) > CACHE_SIZE:
+            self._compiled.popitem(last=False)
+        return pack

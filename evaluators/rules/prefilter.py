@@ -1,0 +1,380 @@
+"""Required-literal prefilters for pack regexes.
+
+Most pack regexes are long alternations of phrases ("chest pain", "slurred
+speech", ...). A regex engine tries such an alternation at every position
+of the text, which costs far more than the rest of Tier 1 together. Yet
+every match of such a regex contains one of a few literal strings, and
+when none of them occurs in the text the regex cannot match.
+
+``prefilter_for`` reads that set off the regex's syntax tree (the standard
+library's parser), choosing in each sequence the most selective literal
+(the longest, not a very common word). Literals the regex bounds as whole
+words (``\\bchest\\s``) are looked up in the text's set of words, the rest
+are searched as substrings (see ``WordIndex``). The check is sound, never
+precise: a "maybe" runs the regex, a "no" skips it. Case-folding both sides
+keeps it sound for case-insensitive regexes too.
+
+A pattern the standard parser cannot read, or that uses syntax it would
+read differently from the ``regex`` module (fuzzy matching ``{e<=1}``,
+POSIX classes ``[[:alpha:]]``), gets no prefilter and always runs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from re import _constants as sre
+from re import _parser as sre_parse
+from typing import Any
+
+# Syntax of the ``regex`` module that the standard parser would accept with
+# another meaning: fuzzy matching "{e<=1}", POSIX classes "[[:alpha:]]".
+_FOREIGN_SYNTAX_RE = re.compile(r"\{\s*[A-Za-z]|\[[^\]]*\[:")
+
+# Words so frequent that a literal made of one says little about the text;
+# a rarer literal is preferred when a regex offers a choice.
+# fmt: off
+_COMMON_WORDS = frozenset({
+    "a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with",
+    "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that",
+    "these", "those", "there", "here", "i", "you", "he", "she", "we", "they", "me", "him", "her", "us",
+    "them", "my", "your", "his", "our", "their", "not", "no", "do", "does", "did", "done", "have",
+    "has", "had", "having", "can", "could", "will", "would", "shall", "should", "may", "might", "must",
+    "get", "got", "go", "goes", "going", "come", "take", "make", "see", "use", "used", "say", "said",
+    "one", "two", "all", "any", "some", "more", "most", "other", "such", "only", "also", "very",
+    "just", "than", "then", "so", "up", "out", "about", "into", "over", "after", "before", "again",
+    "what", "which", "who", "when", "where", "why", "how", "day", "days", "time", "way", "well",
+    "good", "new", "first", "last", "like"
+})
+# fmt: on
+
+_NON_WORD_CATEGORIES = frozenset({sre.CATEGORY_SPACE, sre.CATEGORY_NOT_WORD, sre.CATEGORY_LINEBREAK})
+_REPEATS = frozenset({sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT})
+_STARTS = frozenset({sre.AT_BEGINNING, sre.AT_BEGINNING_LINE, sre.AT_BEGINNING_STRING})
+_ENDS = frozenset({sre.AT_END, sre.AT_END_LINE, sre.AT_END_STRING})
+
+# Bytes that are not word characters in ASCII text, mapped to spaces so
+# that ``split`` yields exactly the ``\w+`` runs.
+_ASCII_NON_WORD = bytes(
+    code if chr(code).isascii() and (chr(code).isalnum() or chr(code) == "_") else ord(" ")
+    for code in range(256)
+)
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def is_ascii_word(text: str) -> bool:
+    """Whether ``text`` is non-empty and made only of ASCII word characters."""
+    return text.isascii() and bool(text) and all(char.isalnum() or char == "_" for char in text)
+
+
+WHOLE, SUBSTRING = "whole", "substring"
+
+
+@dataclass(frozen=True, slots=True)
+class _Literal:
+    text: str
+    kind: str  # WHOLE word or SUBSTRING anywhere
+
+    def rarity(self) -> int:
+        """How selective (and cheap) a check on this literal is; higher is
+        better. A word lookup costs less than a substring search, a common
+        word says little, and one or two letters say nothing."""
+        common = 5 if self.text in _COMMON_WORDS else 0
+        if self.kind == WHOLE:
+            return len(self.text) + 1 - common
+        if len(self.text) <= 2 and all(_is_word_char(char) for char in self.text):
+            return -5
+        if len(self.text) == 1:
+            return 1  # one punctuation character: "&" is rare, "-" is not
+        return len(self.text) - 1 - common
+
+
+class WordIndex:
+    """A case-folded text with, for ASCII text, its set of words (the
+    ``\\w+`` runs). Non-ASCII text gets no word set: word boundaries there
+    depend on the engine's Unicode tables, so only substring checks are
+    sound. ``cache`` keeps answers about this text for the rest of the
+    evaluation: the possible parts of each regex (keyed by the regex's id)
+    and whether a substring occurs (keyed by the substring)."""
+
+    __slots__ = ("cache", "text", "word_text", "words")
+
+    def __init__(self, text: str) -> None:
+        self.text = text.casefold()
+        self.words: frozenset[str] | None = None
+        # Where to search for a literal made only of word characters: on
+        # ASCII text, its distinct words joined by spaces (such a literal
+        # cannot span a non-word character, and this is shorter).
+        self.word_text = self.text
+        self.cache: dict[object, object] = {}
+        if self.text.isascii():
+            tokens = self.text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split()
+            self.words = frozenset(tokens)
+            self.word_text = " ".join(self.words)
+
+    def has_word(self, word: str) -> bool:
+        if self.words is not None:
+            return word in self.words
+        return word in self.text
+
+    def present(self, words: frozenset[str]) -> frozenset[str] | set[str]:
+        """Which of ``words`` occur (as words; as substrings for non-ASCII)."""
+        if self.words is not None:
+            return self.words.intersection(words)
+        return {word for word in words if word in self.text}
+
+    def has(self, literal: _Literal) -> bool:
+        if literal.kind == WHOLE and self.words is not None:
+            return literal.text in self.words
+        # Several regexes of a pack often need the same substring.
+        found = self.cache.get(literal.text)
+        if found is None:
+            found = self.cache[literal.text] = literal.text in self.text
+        return bool(found)
+
+
+# Further requirements of a regex worth checking: how many, how selective
+# one must be to be kept (a common word rules little out) and how many
+# substring searches it may cost (word lookups are nearly free).
+_MAX_ALSO = 6
+_MIN_ALSO_RARITY = 2
+_MAX_ALSO_SUBSTRINGS = 8
+
+
+class Prefilter:
+    """One of ``literals`` occurs in every match of the regex; so does one
+    literal of each set in ``also`` (other pieces of the same sequence, all
+    of which a match contains)."""
+
+    __slots__ = ("also", "literals")
+
+    def __init__(self, literals: frozenset[_Literal], also: tuple[frozenset[_Literal], ...] = ()) -> None:
+        self.literals = tuple(sorted(literals, key=lambda lit: (lit.kind, lit.text)))
+        self.also = tuple(tuple(sorted(req, key=lambda lit: (lit.kind, lit.text))) for req in also)
+
+    def may_match(self, index: WordIndex) -> bool:
+        return any(index.has(literal) for literal in self.literals)
+
+
+def prefilter_for(source: str) -> Prefilter | None:
+    """The prefilter of a regex, or None when it has no usable one."""
+    if _FOREIGN_SYNTAX_RE.search(source):
+        return None
+    collected: list[frozenset[_Literal]] = []
+    try:
+        parsed = sre_parse.parse(source)
+        # The text around a match is unknown: a literal at either end of the
+        # pattern is not known to be a whole word.
+        literals = _sequence(list(parsed.data), left=False, right=False, collect=collected)
+    except (re.error, RecursionError, ValueError, TypeError, OverflowError):
+        return None
+    if not literals:
+        return None
+    also: list[frozenset[_Literal]] = []
+    for req in sorted(collected, key=lambda req: -min(lit.rarity() for lit in req)):
+        if len(also) >= _MAX_ALSO or min(lit.rarity() for lit in req) < _MIN_ALSO_RARITY:
+            break
+        substrings = sum(1 for lit in req if lit.kind != WHOLE)
+        if substrings <= _MAX_ALSO_SUBSTRINGS and req != literals and req not in also:
+            also.append(req)
+    return Prefilter(literals, tuple(also))
+
+
+# --------------------------------------------------------------------------
+# syntax tree walk
+# --------------------------------------------------------------------------
+#
+# ``left``/``right``: whether the position before/after the piece being
+# read is known to be next to a non-word character (or the text's edge), so
+# that a literal of word characters found there is a whole word.
+
+
+def _better(a: frozenset[_Literal] | None, b: frozenset[_Literal] | None) -> frozenset[_Literal] | None:
+    """The more selective of two requirements: longest shortest literal,
+    then fewest literals."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+
+    def score(req: frozenset[_Literal]) -> tuple[int, int]:
+        return min(lit.rarity() for lit in req), -len(req)
+
+    return a if score(a) >= score(b) else b
+
+
+def _non_word_item(op: Any, av: Any) -> bool:
+    """Whether the item always consumes at least one character and only
+    non-word ones (``\\s``, ``\\s+``, a space, ``[,;]``)."""
+    if op is sre.LITERAL:
+        return not _is_word_char(chr(av))
+    if op is sre.IN:
+        if not av or av[0][0] is sre.NEGATE:
+            return False
+        for kind, value in av:
+            if kind is sre.CATEGORY:
+                if value not in _NON_WORD_CATEGORIES:
+                    return False
+            elif kind is sre.LITERAL:
+                if _is_word_char(chr(value)):
+                    return False
+            elif kind is sre.RANGE:
+                if any(_is_word_char(chr(c)) for c in range(value[0], min(value[1], 0x2FF) + 1)):
+                    return False
+                if value[1] > 0x2FF:
+                    return False
+            else:
+                return False
+        return True
+    if op in _REPEATS:
+        low, _, body = av
+        return low >= 1 and len(body.data) == 1 and _non_word_item(*body.data[0])
+    return False
+
+
+# A run of literals with a few alternatives in it ("tak(?:e|ing)",
+# "call(?:ing)?") is kept as its list of spellings, up to this many.
+_MAX_SPELLINGS = 32
+
+
+def _spellings(items: list[tuple[Any, Any]]) -> list[str] | None:
+    """Every string a sequence can match, when it is made only of literals,
+    small classes of literals, alternatives and ``?``; else None."""
+    result = [""]
+    for op, av in items:
+        options = _item_spellings(op, av)
+        if options is None:
+            return None
+        result = [head + tail for head in result for tail in options]
+        if len(result) > _MAX_SPELLINGS:
+            return None
+    return result
+
+
+def _item_spellings(op: Any, av: Any) -> list[str] | None:
+    if op is sre.LITERAL:
+        return [chr(av)]
+    if op is sre.SUBPATTERN:
+        return _spellings(list(av[3].data))
+    if op is sre.BRANCH:
+        options: list[str] = []
+        for branch in av[1]:
+            spelled = _spellings(list(branch.data))
+            if spelled is None:
+                return None
+            options.extend(spelled)
+        return options
+    if op is sre.IN and 0 < len(av) <= 6 and all(kind is sre.LITERAL for kind, _ in av):
+        return [chr(value) for _, value in av]
+    if op in _REPEATS and av[0] == 0 and av[1] == 1:
+        spelled = _spellings(list(av[2].data))
+        return None if spelled is None else ["", *spelled]
+    return None
+
+
+def _best_piece(text: str, left: bool, right: bool) -> _Literal:
+    """The most selective literal every occurrence of ``text`` provides:
+    the text itself, or one of its words that is whole (bounded by
+    non-word characters inside ``text``, or by ``left``/``right`` at its
+    ends) and cheaper to check."""
+    best = _Literal(text, SUBSTRING)
+    for match in _WORD_PIECE_RE.finditer(text):
+        start, end = match.span()
+        bounded_left = start > 0 or left
+        bounded_right = end < len(text) or right
+        if bounded_left and bounded_right:
+            piece = _Literal(match.group(), WHOLE)
+            if piece.rarity() >= best.rarity():
+                best = piece
+    return best
+
+
+_WORD_PIECE_RE = re.compile(r"\w+")
+
+
+def _sequence(
+    items: list[tuple[Any, Any]],
+    left: bool,
+    right: bool,
+    collect: list[frozenset[_Literal]] | None = None,
+) -> frozenset[_Literal] | None:
+    """The most selective requirement of a sequence; with ``collect``, every
+    requirement found among its items is appended to it as well (each is
+    necessary on its own, since every item of a sequence must match)."""
+    best: frozenset[_Literal] | None = None
+
+    def keep(req: frozenset[_Literal] | None) -> None:
+        nonlocal best
+        if req is not None and collect is not None:
+            collect.append(req)
+        best = _better(best, req)
+
+    run: list[str] | None = None  # spellings of the literal run being read
+    run_left = False
+    boundary = left  # is the current position right after a non-word char?
+
+    def close(run_right: bool) -> None:
+        nonlocal run
+        if run is not None and all(run):
+            texts = {spelling.casefold() for spelling in run}
+            keep(frozenset(_best_piece(text, run_left, run_right) for text in texts))
+        run = None
+
+    def right_of(index: int) -> bool:
+        """Whether what follows item ``index`` starts at a non-word char."""
+        if index + 1 >= len(items):
+            return right
+        op, av = items[index + 1]
+        if op is sre.AT:
+            return av in (sre.AT_BOUNDARY, *_ENDS)
+        return _non_word_item(op, av)
+
+    for index, (op, av) in enumerate(items):
+        options = _item_spellings(op, av) if op is not sre.LITERAL else [chr(av)]
+        if options is not None and not (run is None and "" in options):
+            if run is None:
+                run, run_left = [""], boundary
+            if len(run) * len(options) <= _MAX_SPELLINGS:
+                run = [head + tail for head in run for tail in options]
+                boundary = all(not _is_word_char(option[-1]) if option else boundary for option in options)
+                continue
+        if op is sre.AT:
+            close(av is sre.AT_BOUNDARY or av in _ENDS)
+            boundary = av is sre.AT_BOUNDARY or av in _STARTS
+            continue
+        if _non_word_item(op, av):
+            close(True)
+            boundary = True
+            continue
+        close(False)
+        if op is sre.BRANCH:
+            branches = [_sequence(list(branch.data), boundary, right_of(index)) for branch in av[1]]
+            if all(branch is not None for branch in branches):
+                keep(frozenset().union(*branches))  # type: ignore[arg-type]
+        elif op is sre.SUBPATTERN:
+            keep(_sequence(list(av[3].data), boundary, right_of(index)))
+        elif op is sre.ATOMIC_GROUP:
+            keep(_sequence(list(av.data), boundary, right_of(index)))
+        elif op in _REPEATS:
+            low, _, body = av
+            if low >= 1:
+                keep(_sequence(list(body.data), boundary, False))
+        elif op is sre.ASSERT_NOT and av[0] == -1 and _excludes_word_chars(av[1]):
+            # (?<!\w), (?<![\w-]): the position is at a word start.
+            boundary = True
+            continue
+        boundary = False
+    close(right)
+    return best
+
+
+def _excludes_word_chars(body: Any) -> bool:
+    """Whether a negative look-behind body is one character class that
+    contains ``\\w``, so the character before is not a word character."""
+    data = list(body.data)
+    if len(data) != 1 or data[0][0] is not sre.IN:
+        return False
+    return any(kind is sre.CATEGORY and value is sre.CATEGORY_WORD for kind, value in data[0][1])

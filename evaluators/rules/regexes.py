@@ -1,0 +1,396 @@
+"""Pack-supplied regexes: compiled once, matched with a time limit.
+
+A pack is data from whoever uploads it, so no pattern may be trusted to
+finish quickly: every match runs on the ``regex`` module with the time left
+in the current rule's budget, and a timeout raises ``RuleTimeout``.
+
+Speed. Pack regexes are mostly long alternations of phrases ("chest pain",
+"slurred speech", ...), and an engine tries an alternation at every
+position of the text, while a pattern that starts with a literal word is
+found with a fast string search. So a pattern is split into its top-level
+alternatives (distributing a leading group: ``\\b(?:a|b)c`` becomes ``\\bac``
+and ``\\bbc``); each part gets a required-literal prefilter
+(``prefilter.py``) and only the parts whose literals occur in the trace are
+run. A match of the whole pattern is a match of some part, so results are
+the same, except that ``finditer`` reports the leftmost non-overlapping
+matches over all parts. Patterns with back-references, inline global flags
+or groups the caller reads are not split. Finally, a case-insensitive part
+that cannot tell case apart anyway runs case-sensitively on the lower-cased
+text when the text is ASCII (``folds_safely``), which the ``regex`` module
+does several times faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import regex
+
+from evaluators.rules.prefilter import WHOLE, Prefilter, WordIndex, _Literal, is_ascii_word, prefilter_for
+
+if TYPE_CHECKING:
+    from evaluators.rules.base import TextField, TraceScan
+
+# A longer regex in a pack is almost certainly a mistake or an attack.
+MAX_REGEX_CHARS = 5_000
+
+# Splitting stops here; beyond it the parts would cost more than they save.
+_MAX_PARTS = 64
+_MAX_SPLIT_DEPTH = 3
+# Parts lists kept per regex, one per distinct set of possible parts.
+_MAX_MASKS_KEPT = 256
+# How far past a window the text is read for look-aheads at its end.
+_LOOKAHEAD = 64
+
+# Constructs whose meaning depends on the whole pattern.
+_UNSPLITTABLE_RE = re.compile(r"\\[1-9]|\\g<|\(\?P=|\(\?\(|\(\?#|\(\?[a-zA-Z^-]+\)|\(\?[&R0-9+-]")
+
+
+class RuleTimeout(Exception):
+    """A pack regex ran out of the rule's time budget on this trace."""
+
+
+class RegexCompileError(ValueError):
+    pass
+
+
+def _structure(source: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """``(index, char, depth)`` for each ``(``, ``)`` and ``|`` outside escapes and classes.
+
+    ``depth`` is the nesting depth after an opening parenthesis and before a
+    closing one, so a group's ``(`` and ``)`` carry the same depth.
+    """
+    depth = 0
+    index = start
+    in_class = False
+    while index < len(source):
+        char = source[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            if char == "]":
+                in_class = False
+        elif char == "[":
+            in_class = True
+            # "]" right after "[" or "[^" is a literal member.
+            if source.startswith("^", index + 1):
+                index += 1
+            if source.startswith("]", index + 1):
+                index += 1
+        elif char == "(":
+            depth += 1
+            yield index, char, depth
+        elif char == ")":
+            yield index, char, depth
+            depth -= 1
+        elif char == "|":
+            yield index, char, depth
+        index += 1
+
+
+def _split_top_level(source: str) -> list[str]:
+    """``source`` split at its top-level ``|`` (outside groups and classes)."""
+    parts: list[str] = []
+    start = 0
+    for index, char, depth in _structure(source):
+        if char == "|" and depth == 0:
+            parts.append(source[start:index])
+            start = index + 1
+    parts.append(source[start:])
+    return parts
+
+
+def _group_end(source: str, open_index: int) -> int:
+    """Index of the ``)`` closing the group opened at ``open_index``, or -1."""
+    for index, char, depth in _structure(source, open_index):
+        if char == ")" and depth == 1:
+            return index
+    return -1
+
+
+def _distribute(alternative: str, depth: int) -> list[str]:
+    """Alternatives of ``[\\b](?:x|y)rest`` as ``[\\b]xrest``, ``[\\b]yrest``.
+
+    A leading non-capturing group without a quantifier is unwrapped and its
+    alternatives distributed over what follows it, so that each part starts
+    with the literal text of one alternative.
+    """
+    prefix = "\\b" if alternative.startswith("\\b") else ""
+    body = alternative[len(prefix) :]
+    if depth >= _MAX_SPLIT_DEPTH or not body.startswith("(?:"):
+        return [alternative]
+    close = _group_end(body, 0)
+    rest = body[close + 1 :] if close != -1 else ""
+    if close == -1 or rest[:1] in ("?", "*", "+", "{"):
+        return [alternative]
+    parts: list[str] = []
+    for option in _split_top_level(body[3:close]):
+        # Grouping keeps "a|b" in an option from binding with ``rest``.
+        grouped = option if len(_split_top_level(option)) == 1 else f"(?:{option})"
+        parts.extend(_distribute(f"{prefix}{grouped}{rest}", depth + 1))
+    return parts
+
+
+def split_alternatives(source: str) -> list[str]:
+    """Parts whose matches together are the matches of ``source``."""
+    if _UNSPLITTABLE_RE.search(source):
+        return [source]
+    parts: list[str] = []
+    for alternative in _split_top_level(source):
+        parts.extend(_distribute(alternative, 0))
+    if len(parts) > _MAX_PARTS or any(not part for part in parts):
+        return [source]
+    return parts
+
+
+# What keeps a case-insensitive pattern from being run case-sensitively on
+# lower-cased text: upper-case letters (other than in the escapes \\W \\S \\D
+# \\B \\A \\Z, which mean the same either way), escapes that name code points,
+# properties or lists (\\x41, \\u0041, octal, \\p{Lu}, \\L<name>), inline
+# flags, POSIX classes.
+_CASE_DEPENDENT_RE = re.compile(r"\\[xuUpPN0-9LXGKM]|\(\?[a-zA-Z^-]|\[:|(?<!\\)[A-Z]")
+
+
+def folds_safely(source: str) -> bool:
+    """Whether, on ASCII text, ``source`` with IGNORECASE matches exactly
+    where ``source`` without it matches on the lower-cased text.
+
+    On ASCII text case folding is plain lower-casing, so a pattern made only
+    of lower-case literals and case-blind constructs cannot tell the two
+    apart. The case-sensitive search is several times faster in the
+    ``regex`` module, most of all for a literal prefix.
+    """
+    return _CASE_DEPENDENT_RE.search(source.replace("\\\\", "")) is None
+
+
+def _requirement(literals: tuple[_Literal, ...]) -> tuple[frozenset[str], tuple[tuple[str, bool], ...]]:
+    """One set of alternative literals as (whole words, (substring, made
+    only of word characters))."""
+    return (
+        frozenset(literal.text for literal in literals if literal.kind == WHOLE),
+        tuple((literal.text, is_ascii_word(literal.text)) for literal in literals if literal.kind != WHOLE),
+    )
+
+
+def _any_present(index: WordIndex, words: frozenset[str], substrings: tuple[tuple[str, bool], ...]) -> bool:
+    """Whether one of ``words`` (as whole words) or ``substrings`` occurs in
+    the indexed text; substring answers are kept in the index."""
+    if index.words is not None:
+        if not index.words.isdisjoint(words):
+            return True
+    elif any(word in index.text for word in words):
+        return True
+    cache = index.cache
+    for literal, word_only in substrings:
+        found = cache.get(literal)
+        if found is None:
+            found = cache[literal] = literal in (index.word_text if word_only else index.text)
+        if found:
+            return True
+    return False
+
+
+class _Part:
+    __slots__ = ("compiled", "folded", "prefilter")
+
+    def __init__(self, source: str, flags: int, compiled: Any = None) -> None:
+        self.compiled = compiled if compiled is not None else regex.compile(source, flags)
+        # The same pattern for lower-cased ASCII text, when that is equivalent.
+        self.folded = None
+        if flags & regex.IGNORECASE and folds_safely(source):
+            self.folded = regex.compile(source, flags & ~regex.IGNORECASE)
+        self.prefilter: Prefilter | None = prefilter_for(source)
+
+    def choose(self, original: str, folded: str, ascii_text: bool) -> tuple[Any, str]:
+        """The compiled pattern and the text to run it on."""
+        if ascii_text and self.folded is not None:
+            return self.folded, folded
+        return self.compiled, original
+
+
+class PackRegex:
+    """A pack-supplied regex, compiled once, matched with a time limit and
+    only where its prefilters allow.
+
+    Matching methods take the trace field to read (``scan.text`` and its
+    word index); offsets in the returned matches are offsets in that text.
+    """
+
+    __slots__ = ("_also", "_always", "_by_mask", "_parts", "_substrings", "_whole", "_words", "source")
+
+    def __init__(self, source: str, ignore_case: bool, split: bool = True) -> None:
+        if len(source) > MAX_REGEX_CHARS:
+            raise RegexCompileError(f"regex longer than {MAX_REGEX_CHARS} characters")
+        flags = regex.IGNORECASE if ignore_case else 0
+        try:
+            # The whole pattern is compiled even when split: it is what the
+            # author wrote, so its errors are the ones to report.
+            self._whole = regex.compile(source, flags)
+        except regex.error as exc:
+            raise RegexCompileError(f"invalid regex: {exc}") from exc
+        self.source = source
+        self._parts = [_Part(source, flags, self._whole)]
+        sources = split_alternatives(source) if split else [source]
+        if len(sources) > 1:
+            # A part that does not compile on its own keeps the whole pattern.
+            with contextlib.suppress(regex.error):
+                self._parts = [_Part(part, flags) for part in sources]
+
+        # Which parts each literal can enable, as bit masks over the parts,
+        # so that the parts possible on a text come from a few set and
+        # integer operations.
+        always = 0
+        words: dict[str, int] = {}
+        substrings: dict[str, int] = {}
+        for position, part in enumerate(self._parts):
+            bit = 1 << position
+            if part.prefilter is None:
+                always |= bit
+                continue
+            for literal in part.prefilter.literals:
+                table = words if literal.kind == WHOLE else substrings
+                table[literal.text] = table.get(literal.text, 0) | bit
+        self._always = always
+        # Parts whose prefilter has further requirements, checked only once
+        # their first one holds.
+        self._also = tuple(
+            (1 << position, tuple(_requirement(req) for req in part.prefilter.also))
+            for position, part in enumerate(self._parts)
+            if part.prefilter is not None and part.prefilter.also
+        )
+        self._words = words
+        self._substrings = tuple(
+            (literal, enabled, is_ascii_word(literal)) for literal, enabled in substrings.items()
+        )
+        # Parts lists by mask of possible parts; few masks occur in practice.
+        self._by_mask: dict[int, list[_Part]] = {}
+
+    def _possible_parts(self, index: WordIndex) -> list[_Part]:
+        """Parts that could match the indexed text, in pattern order."""
+        cache = index.cache
+        key = id(self)
+        cached = cache.get(key)
+        if cached is not None:
+            return cached  # type: ignore[return-value]
+        mask = self._always
+        words = self._words
+        text = index.text
+        if index.words is not None:
+            for word in index.words.intersection(words):
+                mask |= words[word]
+        else:
+            for word, enabled in words.items():
+                if word in text:
+                    mask |= enabled
+        # Several regexes of a pack often need the same substring: the
+        # answers are kept in the index.
+        word_text = index.word_text
+        for literal, enabled, word_only in self._substrings:
+            if enabled & ~mask:
+                found = cache.get(literal)
+                if found is None:
+                    found = cache[literal] = literal in (word_text if word_only else text)
+                if found:
+                    mask |= enabled
+        for bit, requirements in self._also:
+            if mask & bit:
+                for req_words, req_substrings in requirements:
+                    if not _any_present(index, req_words, req_substrings):
+                        mask &= ~bit
+                        break
+        parts = self._by_mask.get(mask)
+        if parts is None:
+            parts = self._parts_for(mask)
+        cache[key] = parts
+        return parts
+
+    def _parts_for(self, mask: int) -> list[_Part]:
+        parts = [part for position, part in enumerate(self._parts) if mask >> position & 1]
+        if len(self._by_mask) < _MAX_MASKS_KEPT:
+            self._by_mask[mask] = parts
+        return parts
+
+    @property
+    def groups(self) -> int:
+        return int(self._whole.groups)
+
+    def possible(self, scan: TraceScan, field: TextField, limit: int) -> bool:
+        """False when the regex cannot match the field at all."""
+        return bool(self._possible_parts(scan.index(field, limit)))
+
+    def exists(
+        self, scan: TraceScan, field: TextField, limit: int, pos: int = 0, endpos: int | None = None
+    ) -> bool:
+        """Whether the regex matches in the field, or, with ``pos``/``endpos``,
+        whether a match of the text lies within ``[pos, endpos]``.
+
+        A window is not cut out of the text: the text is read up to
+        ``_LOOKAHEAD`` characters past it, so that ``\\b`` or a look-ahead at
+        the window's end sees the real next character ("okay" is not found
+        at the end of a window that cuts "okayish" short).
+        """
+        index = scan.index(field, limit)
+        parts = self._possible_parts(index)
+        if not parts:
+            return False
+        ascii_text = index.words is not None
+        original = scan.text(field, limit)
+        folded = scan.folded(field, limit) if ascii_text else original
+        end = len(original) if endpos is None else min(endpos, len(original))
+        if endpos is not None and ascii_text:
+            # A match inside the window has its literal inside the window:
+            # a few substring tests on the window rule most parts out.
+            window = folded[pos:end]
+            parts = [
+                part
+                for part in parts
+                if part.prefilter is None or any(lit.text in window for lit in part.prefilter.literals)
+            ]
+        stop = min(len(original), end + _LOOKAHEAD)
+        for part in parts:
+            compiled, text = part.choose(original, folded, ascii_text)
+            try:
+                for match in compiled.finditer(text, pos, stop, timeout=scan.time_left()):
+                    if match.start() > end:
+                        break
+                    if match.end() <= end:
+                        return True
+            except TimeoutError as exc:
+                raise RuleTimeout from exc
+        return False
+
+    def finditer(self, scan: TraceScan, field: TextField, limit: int) -> Iterator[Any]:
+        """Non-empty, non-overlapping matches in the field, leftmost first."""
+        index = scan.index(field, limit)
+        parts = self._possible_parts(index)
+        if not parts:
+            return
+        ascii_text = index.words is not None
+        original = scan.text(field, limit)
+        folded = scan.folded(field, limit) if ascii_text else original
+        if len(parts) == 1:
+            yield from self._iterate(scan, parts[0], original, folded, ascii_text)
+            return
+        matches = [
+            match for part in parts for match in self._iterate(scan, part, original, folded, ascii_text)
+        ]
+        matches.sort(key=lambda match: (match.start(), -match.end()))
+        last_end = -1
+        for match in matches:
+            if match.start() >= last_end:
+                last_end = match.end()
+                yield match
+
+    @staticmethod
+    def _iterate(scan: TraceScan, part: _Part, original: str, folded: str, ascii_text: bool) -> Iterator[Any]:
+        compiled, text = part.choose(original, folded, ascii_text)
+        try:
+            for match in compiled.finditer(text, timeout=scan.time_left()):
+                if match.end() > match.start():  # an empty match is not evidence
+                    yield match
+        except TimeoutError as exc:
+            raise RuleTimeout from exc
