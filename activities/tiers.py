@@ -53,7 +53,7 @@ class TierActivities:
         )
 
     @activity.defn(name="tier0_sanitise")
-    async def sanitise(self, task: TierInput) -> TierOutcome:
+    async def tier0(self, task: TierInput) -> TierOutcome:
         """Tier 0: normalise, validate, pick the domain pack; refuse what cannot be evaluated."""
         trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=True)
         resolved = await self._packs.latest(task.organization_id, task.domain)
@@ -77,7 +77,7 @@ class TierActivities:
         )
 
     @activity.defn(name="tier1_rules")
-    async def rules(self, task: TierInput) -> TierOutcome:
+    async def tier1(self, task: TierInput) -> TierOutcome:
         """Tier 1: the domain pack's deterministic rules."""
         if task.pack is None:
             raise ValueError("Tier 1 needs the pack chosen by Tier 0")
@@ -105,22 +105,22 @@ class TierActivities:
     # a classifier model, a judge provider and a review policy exist.
 
     @activity.defn(name="tier2_classifier")
-    async def classifier(self, task: TierInput) -> TierOutcome:
+    async def tier2(self, task: TierInput) -> TierOutcome:
         return TierOutcome(
             tier=2, name=CLASSIFIER, status="not_configured", detail={"reason": "no model trained"}
         )
 
     @activity.defn(name="tier3_judge")
-    async def judge(self, task: TierInput) -> TierOutcome:
+    async def tier3(self, task: TierInput) -> TierOutcome:
         return TierOutcome(
             tier=3, name=JUDGE, status="not_configured", detail={"reason": "no judge provider"}
         )
 
     @activity.defn(name="tier4_expert_review")
-    async def expert_review(self, task: TierInput) -> TierOutcome:
+    async def tier4(self, task: TierInput) -> TierOutcome:
         return TierOutcome(
             tier=4, name=EXPERT, status="not_configured", detail={"reason": "no review policy"}
         )
 
     def all(self) -> list[object]:
-        return [self.sanitise, self.rules, self.classifier, self.judge, self.expert_review]
+        return [self.tier0, self.tier1, self.tier2, self.tier3, self.tier4]

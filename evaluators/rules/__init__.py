@@ -40,11 +40,16 @@ __all__ = [
 
 
 def rule_timeout_finding(rule_id: str) -> Finding:
-    """A rule that ran out of time is skipped for this trace, and says so."""
+    """A rule that ran out of time is skipped for this trace, and says so.
+
+    Medium, not low: the trace was not fully checked, so it must not pass as
+    quietly as a clean one (medium sends it on to the judge where one is
+    configured).
+    """
     return Finding(
         rule_id="engine.rule_timeout",
         category="engine",
-        severity=Severity.LOW,
+        severity=Severity.MEDIUM,
         message=f"Rule {rule_id} exceeded its time limit on this trace and was skipped",
     )
 
