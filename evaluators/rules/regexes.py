@@ -220,7 +220,17 @@ class PackRegex:
     word index); offsets in the returned matches are offsets in that text.
     """
 
-    __slots__ = ("_also", "_always", "_by_mask", "_parts", "_substrings", "_whole", "_words", "source")
+    __slots__ = (
+        "_also",
+        "_also_bits",
+        "_always",
+        "_by_mask",
+        "_parts",
+        "_substrings",
+        "_whole",
+        "_words",
+        "source",
+    )
 
     def __init__(self, source: str, ignore_case: bool, split: bool = True) -> None:
         if len(source) > MAX_REGEX_CHARS:
@@ -262,6 +272,9 @@ class PackRegex:
             for position, part in enumerate(self._parts)
             if part.prefilter is not None and part.prefilter.also
         )
+        self._also_bits = 0
+        for bit, _ in self._also:
+            self._also_bits |= bit
         self._words = words
         self._substrings = tuple(
             (literal, enabled, is_ascii_word(literal)) for literal, enabled in substrings.items()
@@ -296,17 +309,23 @@ class PackRegex:
                     found = cache[literal] = literal in (word_text if word_only else text)
                 if found:
                     mask |= enabled
+        if mask & self._also_bits:
+            mask = self._check_also(index, mask)
+        parts = self._by_mask.get(mask)
+        if parts is None:
+            parts = self._parts_for(mask)
+        cache[key] = parts
+        return parts
+
+    def _check_also(self, index: WordIndex, mask: int) -> int:
+        """``mask`` without the parts whose further requirements fail."""
         for bit, requirements in self._also:
             if mask & bit:
                 for req_words, req_substrings in requirements:
                     if not _any_present(index, req_words, req_substrings):
                         mask &= ~bit
                         break
-        parts = self._by_mask.get(mask)
-        if parts is None:
-            parts = self._parts_for(mask)
-        cache[key] = parts
-        return parts
+        return mask
 
     def _parts_for(self, mask: int) -> list[_Part]:
         parts = [part for position, part in enumerate(self._parts) if mask >> position & 1]
