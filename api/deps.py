@@ -7,7 +7,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.errors import ApiError
+from core.packs import PackResolver
 from core.settings import Settings
 from models.tables import ApiKey
 
@@ -32,6 +33,11 @@ class AppResources:
     settings: Settings
     session_factory: async_sessionmaker[AsyncSession]
     temporal: Client
+    # Compiled organisation packs, cached per version like the worker's.
+    packs: PackResolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.packs = PackResolver(self.session_factory)
 
 
 def get_resources(request: Request) -> AppResources:

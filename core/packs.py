@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -47,10 +48,8 @@ class PackResolver:
         """The pack a running evaluation pinned (a shipped pack is the one this worker ships)."""
         if ref.source == "builtin":
             return load_domain_pack(ref.name)
-        key = (organization_id, ref.name, ref.version)
-        pack = self._compiled.get(key)
+        pack = self._cached(organization_id, ref.name, ref.version)
         if pack is not None:
-            self._compiled.move_to_end(key)
             return pack
         async with self._sessions() as session:
             spec = await session.scalar(
@@ -62,8 +61,23 @@ class PackResolver:
             )
         if spec is None:
             raise LookupError(f"pack {ref.name} v{ref.version} not found")
-        pack = parse_domain_pack(spec, source=f"{ref.name} v{ref.version}")
-        self._compiled[key] = pack
-        if len(self._compiled) > CACHE_SIZE:
-            self._compiled.popitem(last=False)
+        return self.compile_stored(organization_id, ref.name, ref.version, spec)
+
+    def compile_stored(
+        self, organization_id: uuid.UUID, name: str, version: int, spec: dict[str, Any]
+    ) -> DomainPack:
+        """A published version already read from the database, compiled once per process."""
+        pack = self._cached(organization_id, name, version)
+        if pack is None:
+            pack = parse_domain_pack(spec, source=f"{name} v{version}")
+            self._compiled[(organization_id, name, version)] = pack
+            if len(self._compiled) > CACHE_SIZE:
+                self._compiled.popitem(last=False)
+        return pack
+
+    def _cached(self, organization_id: uuid.UUID, name: str, version: int) -> DomainPack | None:
+        key = (organization_id, name, version)
+        pack = self._compiled.get(key)
+        if pack is not None:
+            self._compiled.move_to_end(key)
         return pack

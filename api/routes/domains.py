@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import CurrentCaller, Session
+from api.deps import CurrentCaller, Resources, Session
 from api.errors import ApiError
 from domains import (
     DomainPack,
@@ -87,21 +87,23 @@ async def _latest_versions(session: Session, caller: CurrentCaller) -> list[Doma
     return list(rows)
 
 
-def _parse_stored(row: DomainPackVersion) -> DomainPack:
-    return parse_domain_pack(row.spec, source=f"{row.name} v{row.version}")
+def _compiled(resources: Resources, row: DomainPackVersion) -> DomainPack:
+    return resources.packs.compile_stored(row.organization_id, row.name, row.version, row.spec)
 
 
 @router.get("/domains", response_model=list[DomainSummary])
-async def list_domains(caller: CurrentCaller, session: Session) -> list[DomainSummary]:
+async def list_domains(caller: CurrentCaller, session: Session, resources: Resources) -> list[DomainSummary]:
     """Shipped packs and the organisation's own (latest version of each)."""
     shipped = [_summary(load_domain_pack(name), "builtin") for name in available_domains()]
-    own = [_summary(_parse_stored(row), "organization") for row in await _latest_versions(session, caller)]
+    own = [
+        _summary(_compiled(resources, row), "organization") for row in await _latest_versions(session, caller)
+    ]
     return shipped + own
 
 
 @router.get("/domains/{name}", response_model=DomainDetail)
 async def get_domain(
-    name: str, caller: CurrentCaller, session: Session, version: int | None = None
+    name: str, caller: CurrentCaller, session: Session, resources: Resources, version: int | None = None
 ) -> DomainDetail:
     """One pack, resolved (inherited rules included). ``version`` picks an older published version."""
     query = select(DomainPackVersion).where(
@@ -114,7 +116,7 @@ async def get_domain(
     )
     row = await session.scalar(query)
     if row is not None:
-        return _detail(_parse_stored(row), "organization")
+        return _detail(_compiled(resources, row), "organization")
     try:
         pack = load_domain_pack(name)
     except UnknownDomain:
