@@ -10,17 +10,18 @@ from temporalio import activity
 from temporalio.client import Client
 
 from core.dispatch import mark_queued, start_evaluation
+from core.settings import Settings
 from models.schemas import DispatchSweepInput, DispatchSweepResult, TraceStatus
 from models.tables import Trace
 
 
 class DispatchActivities:
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], client: Client, task_queue: str
+        self, session_factory: async_sessionmaker[AsyncSession], client: Client, settings: Settings
     ) -> None:
         self._sessions = session_factory
         self._client = client
-        self._task_queue = task_queue
+        self._settings = settings
 
     @activity.defn(name="dispatch_pending_traces")
     async def dispatch_pending(self, task: DispatchSweepInput) -> DispatchSweepResult:
@@ -30,15 +31,17 @@ class DispatchActivities:
         async with self._sessions() as session:
             rows = (
                 await session.execute(
-                    select(Trace.id, Trace.organization_id, Trace.domain)
+                    select(Trace.id, Trace.organization_id, Trace.domain, Trace.evaluation_version)
                     .where(Trace.status == TraceStatus.PENDING_DISPATCH.value, Trace.created_at < cutoff)
                     .order_by(Trace.created_at)
                     .limit(task.limit)
                 )
             ).all()
         started = []
-        for trace_id, organization_id, domain in rows:
-            if await start_evaluation(self._client, self._task_queue, trace_id, organization_id, domain):
+        for trace_id, organization_id, domain, version in rows:
+            if await start_evaluation(
+                self._client, self._settings, trace_id, organization_id, domain, version=version
+            ):
                 started.append(trace_id)
             activity.heartbeat(len(started))
         async with self._sessions() as session:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.errors import trace_not_found
+from core.judges import add_usage
 from core.packs import PackResolver
 from domains import load_domain_pack
 from evaluators.verdict import final_verdict
 from models.schemas import FinalVerdict, PersistInput, StatusUpdateInput, TraceStatus
-from models.tables import Alert, EvaluationIssue, EvaluationResult, Trace, UsageMetric
+from models.tables import Alert, EvaluationIssue, EvaluationResult, Trace
 
 # The pack whose pass threshold and alert rules apply when the domain is unknown.
 FALLBACK_PACK = "generic"
@@ -27,11 +28,13 @@ class PersistActivities:
 
     @activity.defn(name="persist_evaluation")
     async def persist(self, task: PersistInput) -> FinalVerdict:
-        """Upsert the result, replace the issues, finish the trace — in one transaction.
+        """Upsert the result of this evaluation version, replace its issues,
+        finish the trace — in one transaction.
 
         A retried attempt rewrites the same rows (no duplicates); counters and
-        alerts are written only by the attempt that moves the trace to its
-        final status, which the row lock makes exactly one.
+        alerts are written only by the attempt that first stores this
+        version's result, which the row lock on the trace makes exactly one.
+        The latest stored version is the trace's current result.
         """
         pack = (
             await self._packs.get(task.organization_id, task.pack)
@@ -51,11 +54,19 @@ class PersistActivities:
             )
             if trace is None:
                 raise trace_not_found()
-            first_completion = trace.status != TraceStatus.COMPLETED
+            first_completion = (
+                await session.scalar(
+                    select(EvaluationResult.id).where(
+                        EvaluationResult.trace_id == task.trace_id, EvaluationResult.version == task.version
+                    )
+                )
+                is None
+            )
 
             values = dict(
                 organization_id=task.organization_id,
                 trace_id=task.trace_id,
+                version=task.version,
                 domain=task.domain,
                 passed=passed,
                 severity=severity.value,
@@ -66,19 +77,30 @@ class PersistActivities:
                 pack_name=task.pack.name if task.pack else None,
                 pack_version=task.pack.version if task.pack else None,
             )
-            upsert = insert(EvaluationResult).values(**values)
+            # Stored as not current, then marked by _mark_current: the unique index allows one.
+            upsert = insert(EvaluationResult).values(**values, current=False)
             await session.execute(
                 upsert.on_conflict_do_update(
-                    index_elements=[EvaluationResult.trace_id],
-                    set_={k: upsert.excluded[k] for k in values if k not in ("organization_id", "trace_id")}
+                    index_elements=[EvaluationResult.trace_id, EvaluationResult.version],
+                    set_={
+                        k: upsert.excluded[k]
+                        for k in values
+                        if k not in ("organization_id", "trace_id", "version")
+                    }
                     | {"updated_at": now},
                 )
             )
-            await session.execute(delete(EvaluationIssue).where(EvaluationIssue.trace_id == task.trace_id))
+            await _mark_current(session, task)
+            await session.execute(
+                delete(EvaluationIssue).where(
+                    EvaluationIssue.trace_id == task.trace_id, EvaluationIssue.version == task.version
+                )
+            )
             issues = [
                 dict(
                     organization_id=task.organization_id,
                     trace_id=task.trace_id,
+                    version=task.version,
                     tier=outcome.tier,
                     ordinal=ordinal,
                     rule_id=f.rule_id,
@@ -92,13 +114,15 @@ class PersistActivities:
             ]
             if issues:
                 await session.execute(insert(EvaluationIssue).values(issues))
-            await session.execute(
-                update(Trace)
-                .where(Trace.id == task.trace_id)
-                .values(status=TraceStatus.COMPLETED.value, evaluated_at=now)
-            )
+            if task.version >= trace.evaluation_version:
+                # An older version finishing late does not end a newer one.
+                await session.execute(
+                    update(Trace)
+                    .where(Trace.id == task.trace_id)
+                    .values(status=TraceStatus.COMPLETED.value, evaluated_at=now)
+                )
             if first_completion:
-                await _count(session, task, "traces_evaluated", now.date())
+                await add_usage(session, task.organization_id, task.domain, decided_by, evaluations=1)
                 if severity in pack.alerts.severities:
                     session.add(
                         Alert(
@@ -124,13 +148,22 @@ class PersistActivities:
         return [self.persist, self.mark_failed]
 
 
-async def _count(session: AsyncSession, task: PersistInput, metric: str, day: dt.date) -> None:
-    statement = insert(UsageMetric).values(
-        organization_id=task.organization_id, day=day, metric=metric, value=1
+async def _mark_current(session: AsyncSession, task: PersistInput) -> None:
+    """Make the highest stored version the trace's current result.
+
+    Two statements, because the partial unique index on ``current`` is
+    checked row by row: nothing may be marked twice, even briefly.
+    """
+    latest = await session.scalar(
+        select(func.max(EvaluationResult.version)).where(EvaluationResult.trace_id == task.trace_id)
     )
     await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[UsageMetric.organization_id, UsageMetric.day, UsageMetric.metric],
-            set_={"value": UsageMetric.value + 1},
-        )
+        update(EvaluationResult)
+        .where(EvaluationResult.trace_id == task.trace_id, EvaluationResult.version != latest)
+        .values(current=False)
+    )
+    await session.execute(
+        update(EvaluationResult)
+        .where(EvaluationResult.trace_id == task.trace_id, EvaluationResult.version == latest)
+        .values(current=True)
     )

@@ -11,7 +11,7 @@ from temporalio import activity
 
 from activities.errors import trace_not_found
 from core.packs import PackResolver
-from evaluators.escalation import CLASSIFIER, EXPERT, JUDGE, RULES, SANITISE
+from evaluators.escalation import CLASSIFIER, EXPERT, RULES, SANITISE, judge_reason
 from evaluators.rules import evaluate_rules
 from evaluators.sanitize import sanitise, unknown_domain_finding
 from evaluators.types import NormalisedTrace, Severity, Tier0Result
@@ -86,34 +86,39 @@ class TierActivities:
         started = time.perf_counter()
         normalised, _ = self._normalise(trace)
         result = evaluate_rules(normalised, pack)
+        policy = pack.escalation
+        # The rules settle the trace unless the pack's policy wants a smarter tier.
+        escalate = judge_reason(
+            severity=result.max_severity,
+            judge_on=policy.judge_on_severity,
+            settle_on=policy.settle_on_severity,
+            sample_rate=policy.judge_sample_rate,
+            always=policy.judge_always,
+            key=str(task.trace_id),
+        )
         return TierOutcome(
             tier=1,
             name=RULES,
             status="completed",
             severity=result.max_severity,
-            settled=result.max_severity >= pack.escalation.settle_on_severity,
+            settled=escalate is None,
             findings=result.findings,
             detail={
                 "rules_evaluated": result.rules_evaluated,
                 "pack": pack.name,
                 "pack_version": pack.version,
+                "escalate": escalate,
             },
             duration_ms=_elapsed_ms(started),
         )
 
-    # Tiers 2-4 are steps of the same kind that report "not configured" until
-    # a classifier model, a judge provider and a review policy exist.
+    # Tiers 2 and 4 report "not configured" until a classifier model and a
+    # review policy exist; Tier 3 is activities/judge.py.
 
     @activity.defn(name="tier2_classifier")
     async def tier2(self, task: TierInput) -> TierOutcome:
         return TierOutcome(
             tier=2, name=CLASSIFIER, status="not_configured", detail={"reason": "no model trained"}
-        )
-
-    @activity.defn(name="tier3_judge")
-    async def tier3(self, task: TierInput) -> TierOutcome:
-        return TierOutcome(
-            tier=3, name=JUDGE, status="not_configured", detail={"reason": "no judge provider"}
         )
 
     @activity.defn(name="tier4_expert_review")
@@ -123,4 +128,4 @@ class TierActivities:
         )
 
     def all(self) -> list[object]:
-        return [self.tier0, self.tier1, self.tier2, self.tier3, self.tier4]
+        return [self.tier0, self.tier1, self.tier2, self.tier4]

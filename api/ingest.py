@@ -96,7 +96,7 @@ async def dispatch(resources: AppResources, organization_id: uuid.UUID, stored: 
         async with limiter:
             return await start_evaluation(
                 resources.temporal,
-                settings.task_queue,
+                settings,
                 item.trace_id,
                 organization_id,
                 item.domain,

@@ -24,6 +24,7 @@ from core.embedded import (
     wait_for_temporal,
 )
 from core.migrations import upgrade_database
+from core.secrets import new_secret_key
 from core.settings import Settings
 
 STOP_TIMEOUT_SECONDS = 30.0
@@ -66,11 +67,25 @@ class Supervisor:
                     process.wait()
 
 
+def dev_secret_key(home: Path) -> str:
+    """The playground's key for encrypting stored provider keys, kept with its data."""
+    path = home / "secret.key"
+    if not path.exists():
+        # Created readable by its owner only, never briefly by others.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(new_secret_key())
+    return path.read_text().strip()
+
+
 def run_dev(settings: Settings) -> int:
     home = settings.home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("AEGIS_ALLOW_SIGNUP", "true")  # local playground: open signup
+    env.setdefault("AEGIS_JUDGE_ALLOW_PRIVATE_URLS", "true")  # a judge on a local model server
+    if settings.secret_key is None:
+        env["AEGIS_SECRET_KEY"] = dev_secret_key(home)
     supervisor = Supervisor()
     postgres: EmbeddedPostgres | None = None
 

@@ -22,6 +22,9 @@ def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
+        # Statement parameters hold trace text and prompts: a database error
+        # must not carry them into logs or Temporal failure messages.
+        hide_parameters=True,
         # Application name shows up in pg_stat_activity; helps operators.
         connect_args={"server_settings": {"application_name": "aegis"}},
     )

@@ -25,6 +25,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core import search_attributes as sa
+from core.settings import Settings
 from models.schemas import EvaluateTraceInput, TraceStatus, workflow_id_for
 from models.tables import Trace
 
@@ -35,20 +36,30 @@ WORKFLOW_NAME = "EvaluateTrace"
 
 async def start_evaluation(
     client: Client,
-    task_queue: str,
+    settings: Settings,
     trace_id: uuid.UUID,
     organization_id: uuid.UUID,
     domain: str,
     *,
+    version: int = 1,
     rpc_timeout: dt.timedelta | None = None,
 ) -> bool:
-    """Start (or find) the trace's workflow. Returns False when Temporal is unreachable."""
+    """Start (or find) the workflow of one evaluation version of a trace.
+
+    Returns False when Temporal is unreachable.
+    """
     try:
         await client.start_workflow(
             WORKFLOW_NAME,
-            EvaluateTraceInput(trace_id=trace_id, organization_id=organization_id, domain=domain),
-            id=workflow_id_for(trace_id),
-            task_queue=task_queue,
+            EvaluateTraceInput(
+                trace_id=trace_id,
+                organization_id=organization_id,
+                domain=domain,
+                version=version,
+                judge_task_queue=settings.judge_task_queue,
+            ),
+            id=workflow_id_for(trace_id, version),
+            task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(

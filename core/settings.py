@@ -8,13 +8,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from evaluators.judge.config import ModelPrice
+from models.schemas import DEFAULT_JUDGE_TASK_QUEUE
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AEGIS_", env_file=".env", extra="ignore")
+    # Empty variables count as unset: compose passes `${VAR:-}` through as "".
+    model_config = SettingsConfigDict(
+        env_prefix="AEGIS_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     # --- where things are -------------------------------------------------
     database_url: str | None = Field(
@@ -56,6 +63,54 @@ class Settings(BaseSettings):
     worker_graceful_shutdown_seconds: float = Field(default=20.0, ge=0)
     dispatch_sweep_seconds: int = Field(
         default=60, ge=1, description="How often traces stuck in pending_dispatch are re-dispatched."
+    )
+
+    worker_queues: Literal["all", "evaluations", "judge"] = Field(
+        default="all",
+        description="Which task queues `aegis worker` serves: both, or one of them to scale them apart.",
+    )
+
+    # --- Tier 3: the LLM judge ------------------------------------------------
+    judge_task_queue: str = DEFAULT_JUDGE_TASK_QUEUE
+    judge_provider: Literal["none", "openai", "anthropic", "openai_compatible"] = Field(
+        default="none",
+        description="Deployment-wide judge for organisations without their own; `none` leaves Tier 3 "
+        "not configured.",
+    )
+    judge_model: str = "gpt-4o-mini"
+    judge_base_url: str | None = Field(
+        default=None, description="API root; required for `openai_compatible` (vLLM, Ollama, gateways)."
+    )
+    judge_api_key: SecretStr | None = Field(default=None, description="Key of the deployment-wide judge.")
+    judge_allow_private_urls: bool = Field(
+        default=False,
+        description="Let organisations point their judge at localhost or private addresses "
+        "(true in `aegis dev`, for a local model server).",
+    )
+    judge_temperature: float = Field(default=0.0, ge=0, le=2)
+    judge_max_tokens: int = Field(default=1024, ge=1, le=32000)
+    judge_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Per provider request; the activity allows two."
+    )
+    judge_max_calls_per_second: float = Field(
+        default=20.0, gt=0, description="Server-side rate limit of the judge task queue (all workers)."
+    )
+    judge_max_concurrent_calls: int = Field(default=16, ge=1, description="Judge calls in flight per worker.")
+    judge_org_calls_per_minute: int = Field(
+        default=600, ge=1, description="Per-organisation judge rate unless the organisation sets its own."
+    )
+    judge_monthly_budget_usd: float | None = Field(
+        default=None, ge=0, description="Default monthly judge spend cap per organisation (none: no cap)."
+    )
+    judge_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description='Price table overrides, JSON: {"model": {"input_per_million_usd": .., '
+        '"output_per_million_usd": ..}}; merged over the built-in list prices.',
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key that encrypts organisations' provider API keys at rest "
+        "(`aegis dev` creates one in its data folder).",
     )
 
     # --- database pool ------------------------------------------------------

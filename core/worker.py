@@ -22,6 +22,7 @@ from temporalio.client import (
 from temporalio.worker import Worker
 
 from activities.dispatch import DispatchActivities
+from activities.judge import JudgeActivities
 from activities.persist import PersistActivities
 from activities.tiers import TierActivities
 from core.db import create_engine, create_session_factory
@@ -35,24 +36,48 @@ from workflows.evaluate_trace import EvaluateTrace
 log = logging.getLogger(__name__)
 
 
-def build_worker(
+def build_workers(
     client: Client, session_factory: async_sessionmaker[AsyncSession], settings: Settings
-) -> Worker:
+) -> list[Worker]:
+    """The workers of this process: the evaluations queue (workflows and the
+    cheap tiers), the judge queue (Tier 3 only), or both.
+
+    The judge queue has its own concurrency and a server-side rate limit that
+    holds across every worker polling it, so LLM capacity is scaled and
+    limited apart from the rest.
+    """
     packs = PackResolver(session_factory)
-    activities = [
-        *TierActivities(session_factory, packs).all(),
-        *PersistActivities(session_factory, packs).all(),
-        DispatchActivities(session_factory, client, settings.task_queue).dispatch_pending,
-    ]
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[EvaluateTrace, DispatchPendingTraces],
-        activities=activities,
-        max_concurrent_activities=settings.worker_max_concurrent_activities,
-        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
-        graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
-    )
+    shutdown = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
+    workers = []
+    if settings.worker_queues in ("all", "evaluations"):
+        activities = [
+            *TierActivities(session_factory, packs).all(),
+            *PersistActivities(session_factory, packs).all(),
+            DispatchActivities(session_factory, client, settings).dispatch_pending,
+        ]
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.task_queue,
+                workflows=[EvaluateTrace, DispatchPendingTraces],
+                activities=activities,
+                max_concurrent_activities=settings.worker_max_concurrent_activities,
+                max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+                graceful_shutdown_timeout=shutdown,
+            )
+        )
+    if settings.worker_queues in ("all", "judge"):
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.judge_task_queue,
+                activities=JudgeActivities(session_factory, packs, settings).all(),
+                max_concurrent_activities=settings.judge_max_concurrent_calls,
+                max_task_queue_activities_per_second=settings.judge_max_calls_per_second,
+                graceful_shutdown_timeout=shutdown,
+            )
+        )
+    return workers
 
 
 async def ensure_dispatch_schedule(client: Client, settings: Settings) -> None:
@@ -79,7 +104,7 @@ async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
     engine = create_engine(settings)
     client = await connect(settings)
-    worker = build_worker(client, create_session_factory(engine), settings)
+    workers = build_workers(client, create_session_factory(engine), settings)
     await ensure_dispatch_schedule(client, settings)
 
     stop = asyncio.Event()
@@ -87,8 +112,10 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    log.info("worker polling task queue %s", settings.task_queue)
-    async with worker:
+    async with contextlib.AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
+            log.info("worker polling task queue %s", worker.task_queue)
         await stop.wait()
         log.info("shutting down worker (waiting up to %ss)", settings.worker_graceful_shutdown_seconds)
     await engine.dispose()

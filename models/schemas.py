@@ -22,6 +22,7 @@ class TraceStatus(StrEnum):
     PENDING_DISPATCH = "pending_dispatch"  # stored, workflow not started yet (Temporal unreachable)
     QUEUED = "queued"  # workflow started, waiting for a worker
     EVALUATING = "evaluating"
+    RETRYING = "retrying"  # a provider (the judge) failed; the next attempt is scheduled
     AWAITING_REVIEW = "awaiting_review"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -148,6 +149,13 @@ class TraceOut(BaseModel):
     evaluated_at: dt.datetime | None
 
 
+class ReevaluationAccepted(BaseModel):
+    trace_id: uuid.UUID
+    version: int = Field(description="The new evaluation version.")
+    status: TraceStatus
+    workflow_id: str
+
+
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null at the end.")
@@ -177,6 +185,9 @@ class TierOutcome(BaseModel):
     status: TierStatus
     severity: Severity = Severity.NONE
     settled: bool = Field(default=False, description="True when this tier decided the verdict.")
+    passed: bool | None = Field(
+        default=None, description="The tier's own pass/fail, for tiers that rate the whole trace (2-4)."
+    )
     findings: list[Finding] = Field(default_factory=list)
     detail: dict[str, Any] = Field(default_factory=dict)
     duration_ms: float = 0.0
@@ -198,10 +209,30 @@ class IssueOut(BaseModel):
     spans: list[dict[str, Any]]
 
 
+class JudgeCallOut(BaseModel):
+    """One attempt at judging: what was sent, what came back, what it cost."""
+
+    attempt: int
+    provider: str
+    model: str
+    prompt: dict[str, Any] = Field(description="The sanitised system and user messages sent.")
+    exchanges: list[dict[str, Any]] = Field(description="Raw responses (a repair request adds one).")
+    verdict: dict[str, Any] | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_ms: float
+    error_kind: str | None
+    error: str | None
+    created_at: dt.datetime
+
+
 class EvaluationOut(BaseModel):
     trace_id: uuid.UUID
     status: TraceStatus
     domain: str
+    version: int | None = Field(default=None, description="Evaluation version shown; the latest by default.")
+    versions: list[int] = Field(default_factory=list, description="Every finished version of this trace.")
     passed: bool | None = None
     severity: Severity | None = None
     decided_by: str | None = None
@@ -209,6 +240,7 @@ class EvaluationOut(BaseModel):
     pack_version: int | None = None
     tiers: list[dict[str, Any]] = Field(default_factory=list)
     issues: list[IssueOut] = Field(default_factory=list)
+    judge_calls: list[JudgeCallOut] = Field(default_factory=list)
     workflow_id: str
     evaluated_at: dt.datetime | None = None
 
@@ -218,10 +250,17 @@ class EvaluationOut(BaseModel):
 # --------------------------------------------------------------------------
 
 
+DEFAULT_JUDGE_TASK_QUEUE = "aegis-judge"
+
+
 class EvaluateTraceInput(BaseModel):
     trace_id: uuid.UUID
     organization_id: uuid.UUID
     domain: str
+    version: int = Field(default=1, ge=1, description="1, then +1 per re-evaluation.")
+    # Where the judge activity runs: its own queue, so LLM capacity is limited
+    # and scaled apart from the cheap tiers.
+    judge_task_queue: str = DEFAULT_JUDGE_TASK_QUEUE
 
 
 class TierInput(BaseModel):
@@ -230,6 +269,39 @@ class TierInput(BaseModel):
     domain: str
     pack: PackRef | None = Field(default=None, description="Set by Tier 0; None when the domain is unknown.")
     previous: list[TierOutcome] = Field(default_factory=list)
+
+
+class JudgeInput(BaseModel):
+    """One attempt at Tier 3 on one evaluation version of a trace."""
+
+    trace_id: uuid.UUID
+    organization_id: uuid.UUID
+    domain: str
+    pack: PackRef
+    version: int
+    attempt: int = Field(ge=1)
+    findings: list[Finding] = Field(default_factory=list, description="What Tiers 0-2 found.")
+    rate_slot_reserved: bool = Field(
+        default=False, description="The previous attempt waited for a slot it reserved in the org's bucket."
+    )
+
+
+class JudgeFailure(BaseModel):
+    """Why a judge attempt failed; the details of the activity's error."""
+
+    kind: str
+    retryable: bool
+    retry_after_seconds: float | None = None
+    message: str
+
+
+class JudgeProgress(BaseModel):
+    """The judge's attempts so far, for the ``status`` query."""
+
+    attempts: int = 0
+    last_error_kind: str | None = None
+    last_error: str | None = None
+    next_attempt_at: dt.datetime | None = None
 
 
 class StatusUpdateInput(BaseModel):
@@ -243,6 +315,7 @@ class PersistInput(BaseModel):
     domain: str
     workflow_id: str
     run_id: str
+    version: int = 1
     pack: PackRef | None = None
     outcomes: list[TierOutcome]
 
@@ -265,7 +338,10 @@ class WorkflowState(BaseModel):
     current_tier: str
     outcomes: list[TierOutcome]
     verdict: FinalVerdict | None = None
+    version: int = 1
+    judge: JudgeProgress | None = None
 
 
-def workflow_id_for(trace_id: uuid.UUID) -> str:
-    return f"trace-{trace_id}"
+def workflow_id_for(trace_id: uuid.UUID, version: int = 1) -> str:
+    """``trace-<id>`` for the first evaluation, ``trace-<id>-v<n>`` for re-evaluations."""
+    return f"trace-{trace_id}" if version == 1 else f"trace-{trace_id}-v{version}"

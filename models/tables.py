@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    Date,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -66,6 +68,9 @@ class Organization(Base):
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'::jsonb"))
+    # Judge limits; NULL means the deployment default (AEGIS_JUDGE_*).
+    judge_monthly_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
+    judge_calls_per_minute: Mapped[int | None]
     created_at: Mapped[dt.datetime] = _created_at()
 
 
@@ -123,20 +128,27 @@ class Trace(Base):
         Timestamp, server_default=func.now(), onupdate=func.now(), nullable=False
     )
     evaluated_at: Mapped[dt.datetime | None]
+    # The evaluation the trace wants: 1, then +1 per re-evaluation.
+    evaluation_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
 
 class EvaluationResult(Base):
-    """The evaluation of one trace: one row per trace, upserted by the workflow."""
+    """One evaluation of a trace: one row per (trace, version), upserted by the
+    workflow; ``current`` marks the latest version that finished."""
 
     __tablename__ = "evaluation_results"
     __table_args__ = (
+        UniqueConstraint("trace_id", "version"),
+        Index("uq_evaluation_results_current", "trace_id", unique=True, postgresql_where=text("current")),
         Index(None, "organization_id", "created_at"),
         Index(None, "organization_id", "passed", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     organization_id: Mapped[uuid.UUID] = _org_fk()
-    trace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), unique=True)
+    trace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    current: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     domain: Mapped[str] = mapped_column(String(64))
     passed: Mapped[bool] = mapped_column(Boolean)
     severity: Mapped[str] = mapped_column(String(16))
@@ -157,13 +169,14 @@ class EvaluationResult(Base):
 class EvaluationIssue(Base):
     __tablename__ = "evaluation_issues"
     __table_args__ = (
-        UniqueConstraint("trace_id", "tier", "ordinal"),
+        UniqueConstraint("trace_id", "version", "tier", "ordinal"),
         Index(None, "organization_id", "severity"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     organization_id: Mapped[uuid.UUID] = _org_fk()
     trace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     tier: Mapped[int] = mapped_column(Integer)
     ordinal: Mapped[int] = mapped_column(Integer)
     rule_id: Mapped[str] = mapped_column(String(100))
@@ -241,13 +254,81 @@ class ModelVersion(Base):
 
 
 class UsageMetric(Base):
-    """Daily counters per organisation (traces ingested, evaluated, judge spend...)."""
+    """Hourly counters per organisation, domain and tier.
+
+    ``evaluations`` counts traces whose verdict that tier decided; ``calls``,
+    the tokens and ``cost_usd`` count the tier's own paid calls (the judge).
+    """
 
     __tablename__ = "usage_metrics"
-    __table_args__ = (UniqueConstraint("organization_id", "day", "metric"),)
+    __table_args__ = (UniqueConstraint("organization_id", "hour", "domain", "tier"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     organization_id: Mapped[uuid.UUID] = _org_fk()
-    day: Mapped[dt.date] = mapped_column(Date)
-    metric: Mapped[str] = mapped_column(String(64))
-    value: Mapped[int] = mapped_column(BigInteger, default=0)
+    hour: Mapped[dt.datetime] = mapped_column(Timestamp)
+    domain: Mapped[str] = mapped_column(String(64))
+    tier: Mapped[str] = mapped_column(String(32))
+    evaluations: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    calls: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(16, 6), default=0, server_default=text("0"))
+
+
+class JudgeConfig(Base):
+    """Which LLM judges an organisation's traces: one row for its default
+    (``domain = '*'``) and one per domain that differs."""
+
+    __tablename__ = "judge_configs"
+    __table_args__ = (UniqueConstraint("organization_id", "domain"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    domain: Mapped[str] = mapped_column(String(64))
+    # Provider, model, sampling and timeouts (evaluators.judge.JudgeConfig).
+    settings: Mapped[dict[str, Any]]
+    # Fernet token of the provider API key (AEGIS_SECRET_KEY); never returned.
+    api_key_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    api_key_hint: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = _created_at()
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        Timestamp, server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class JudgeCall(Base):
+    """One attempt at judging one evaluation of a trace, failed or not."""
+
+    __tablename__ = "judge_calls"
+    __table_args__ = (UniqueConstraint("trace_id", "evaluation_version", "attempt"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    trace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"))
+    evaluation_version: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(200))
+    # The sanitised prompt and every raw response (a repair adds a second).
+    prompt: Mapped[dict[str, Any]]
+    exchanges: Mapped[list[Any]] = mapped_column(default=list)
+    verdict: Mapped[dict[str, Any] | None]
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(16, 6))
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class JudgeRateBucket(Base):
+    """Token bucket of an organisation's judge calls, shared by every worker."""
+
+    __tablename__ = "judge_rate_buckets"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)

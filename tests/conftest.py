@@ -9,6 +9,7 @@ Every test gets its own organisation, so tests never see each other's rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tempfile
 import uuid
@@ -31,8 +32,10 @@ from core import search_attributes as sa
 from core.db import create_engine, create_session_factory
 from core.embedded import EmbeddedPostgres, temporal_binary
 from core.migrations import upgrade_database
+from core.secrets import new_secret_key
 from core.settings import Settings
-from core.worker import build_worker
+from core.worker import build_workers
+from tests.fake_llm import FakeLLM
 from tests.helpers import OrgClient
 
 ADMIN_TOKEN = "test-admin-token-with-enough-entropy"
@@ -116,6 +119,10 @@ def settings(database_url: str, temporal_client: Client) -> Settings:
         temporal_namespace=temporal_client.namespace,
         # A queue of our own: a shared external Temporal may run other workers.
         task_queue=f"aegis-test-{uuid.uuid4().hex[:8]}",
+        judge_task_queue=f"aegis-test-judge-{uuid.uuid4().hex[:8]}",
+        secret_key=new_secret_key(),
+        # The fake provider listens on 127.0.0.1.
+        judge_allow_private_urls=True,
         allow_signup=True,
         admin_token=ADMIN_TOKEN,
         temporal_rpc_timeout_seconds=2.0,
@@ -137,11 +144,20 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 @pytest.fixture(scope="session")
 async def worker(
     temporal_client: Client, session_factory: async_sessionmaker[AsyncSession], settings: Settings
-) -> AsyncIterator[Worker]:
-    """A real worker polling the run's task queue for the whole session."""
-    worker = build_worker(temporal_client, session_factory, settings)
-    async with worker:
-        yield worker
+) -> AsyncIterator[list[Worker]]:
+    """Real workers polling the run's task queues (evaluations and judge) for the whole session."""
+    workers = build_workers(temporal_client, session_factory, settings)
+    async with contextlib.AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
+        yield workers
+
+
+@pytest.fixture(scope="session")
+def fake_llm() -> Iterator[FakeLLM]:
+    """A local server speaking the OpenAI and Anthropic wire formats; scripted per model name."""
+    with FakeLLM() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -120,9 +120,7 @@ async def test_persist_retried_writes_nothing_twice(
             select(func.count()).select_from(EvaluationIssue).where(EvaluationIssue.trace_id == trace_id)
         )
         evaluated = await session.scalar(
-            select(UsageMetric.value).where(
-                UsageMetric.organization_id == organization_id, UsageMetric.metric == "traces_evaluated"
-            )
+            select(func.sum(UsageMetric.evaluations)).where(UsageMetric.organization_id == organization_id)
         )
         status = await session.scalar(select(Trace.status).where(Trace.id == trace_id))
     assert (results, issues, status) == (1, 1, "completed")

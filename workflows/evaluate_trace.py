@@ -4,6 +4,11 @@ The workflow only orchestrates: every tier is an activity (timeouts and
 retries below), the escalation policy decides which tier runs next, and a
 persist activity writes the outcome. Its input and history hold ids and
 findings (rule ids, severities, offsets) — never trace text.
+
+The judge (Tier 3) runs on its own task queue, and its retries are driven
+here rather than by Temporal's retry policy: the workflow then knows each
+attempt and its error, can wait exactly as long as a provider's
+Retry-After asks, and shows the trace as ``retrying`` meanwhile.
 """
 
 from __future__ import annotations
@@ -12,15 +17,19 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE, TRACE_NOT_FOUND
     from core import search_attributes as sa
-    from evaluators.escalation import TIER_NAMES, next_tier
+    from evaluators.escalation import JUDGE, TIER_NAMES, next_tier
     from models.schemas import (
         EvaluateTraceInput,
         FinalVerdict,
+        JudgeFailure,
+        JudgeInput,
+        JudgeProgress,
+        PackRef,
         PersistInput,
         StatusUpdateInput,
         TierInput,
@@ -43,6 +52,20 @@ DURABLE_RETRY = RetryPolicy(
 STEP_TIMEOUT = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(hours=24)
 
+JUDGE_TIER = 3
+# Two provider requests (a call and a repair) of at most 10 minutes each fit
+# in one attempt; a lost worker is noticed by the missing heartbeat instead.
+JUDGE_ATTEMPT_TIMEOUT = timedelta(minutes=25)
+JUDGE_HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+# An attempt no worker picks up (none polls the judge queue, or it is deeply
+# backlogged) times out too, and is retried like any other failure.
+JUDGE_SCHEDULE_TO_CLOSE = JUDGE_ATTEMPT_TIMEOUT + timedelta(minutes=10)
+JUDGE_BACKOFF_FIRST_SECONDS = 2.0
+JUDGE_BACKOFF_MAX_SECONDS = 300.0
+# A Retry-After beyond this is capped: the trace is retried, not parked for days.
+JUDGE_RETRY_AFTER_MAX_SECONDS = 1800.0
+JUDGE_FAILED = "JudgeCallFailed"
+
 
 @workflow.defn(name="EvaluateTrace")
 class EvaluateTrace:
@@ -52,6 +75,8 @@ class EvaluateTrace:
         self._current_tier = "none"
         self._outcomes: list[TierOutcome] = []
         self._verdict: FinalVerdict | None = None
+        self._version = 1
+        self._judge: JudgeProgress | None = None
 
     @workflow.query(name="status")
     def status(self) -> WorkflowState:
@@ -61,11 +86,14 @@ class EvaluateTrace:
             current_tier=self._current_tier,
             outcomes=self._outcomes,
             verdict=self._verdict,
+            version=self._version,
+            judge=self._judge,
         )
 
     @workflow.run
     async def run(self, task: EvaluateTraceInput) -> FinalVerdict | None:
         self._trace_id = task.trace_id
+        self._version = task.version
         self._set_status(TraceStatus.EVALUATING)
         pack = None  # chosen by Tier 0, pinned for the later tiers
         try:
@@ -73,17 +101,20 @@ class EvaluateTrace:
             while tier is not None:
                 self._current_tier = TIER_NAMES[tier]
                 workflow.upsert_search_attributes([sa.TIER.value_set(self._current_tier)])
-                outcome = await self._step(
-                    TIER_ACTIVITIES[tier],
-                    TierInput(
-                        trace_id=task.trace_id,
-                        organization_id=task.organization_id,
-                        domain=task.domain,
-                        pack=pack,
-                        previous=self._outcomes,
-                    ),
-                    TierOutcome,
-                )
+                if tier == JUDGE_TIER and pack is not None:
+                    outcome = await self._run_judge(task, pack)
+                else:
+                    outcome = await self._step(
+                        TIER_ACTIVITIES[tier],
+                        TierInput(
+                            trace_id=task.trace_id,
+                            organization_id=task.organization_id,
+                            domain=task.domain,
+                            pack=pack,
+                            previous=self._outcomes,
+                        ),
+                        TierOutcome,
+                    )
                 pack = pack or outcome.pack
                 self._outcomes.append(outcome)
                 tier = next_tier(self._outcomes)
@@ -97,6 +128,7 @@ class EvaluateTrace:
                     domain=task.domain,
                     workflow_id=info.workflow_id,
                     run_id=info.run_id,
+                    version=task.version,
                     pack=pack,
                     outcomes=self._outcomes,
                 ),
@@ -122,6 +154,66 @@ class EvaluateTrace:
         )
         return self._verdict
 
+    async def _run_judge(self, task: EvaluateTraceInput, pack: PackRef) -> TierOutcome:
+        """Tier 3 until it answers, fails for good, or a day has passed.
+
+        Transient failures (timeouts, 5xx, 429, connection errors, the
+        organisation's own rate limit, a lost worker) are retried after the
+        provider's Retry-After or a capped exponential backoff; permanent
+        ones (auth, invalid request, content policy) end the tier with the
+        error recorded, and the evaluation completes from the other tiers.
+        """
+        findings = [finding for outcome in self._outcomes for finding in outcome.findings]
+        started = workflow.now()
+        self._judge = JudgeProgress()
+        attempt = 0
+        rate_slot_reserved = False
+        while True:
+            attempt += 1
+            self._judge.attempts = attempt
+            try:
+                return await workflow.execute_activity(
+                    "tier3_judge",
+                    JudgeInput(
+                        trace_id=task.trace_id,
+                        organization_id=task.organization_id,
+                        domain=task.domain,
+                        pack=pack,
+                        version=task.version,
+                        attempt=attempt,
+                        findings=findings,
+                        rate_slot_reserved=rate_slot_reserved,
+                    ),
+                    result_type=TierOutcome,
+                    task_queue=task.judge_task_queue,
+                    start_to_close_timeout=JUDGE_ATTEMPT_TIMEOUT,
+                    schedule_to_close_timeout=JUDGE_SCHEDULE_TO_CLOSE,
+                    heartbeat_timeout=JUDGE_HEARTBEAT_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )
+            except ActivityError as err:
+                if isinstance(err.cause, ApplicationError) and err.cause.type == TRACE_NOT_FOUND:
+                    raise  # deleted meanwhile: run() stops quietly
+                failure = _judge_failure(err)
+            self._judge.last_error_kind = failure.kind
+            self._judge.last_error = failure.message
+            # A rate-limited attempt reserved the organisation's next slot.
+            rate_slot_reserved = failure.kind == "org_rate_limited"
+            delay = _judge_delay(failure, attempt)
+            if not failure.retryable or workflow.now() + delay - started > GIVE_UP_AFTER:
+                self._judge.next_attempt_at = None
+                self._set_status(TraceStatus.EVALUATING)
+                return TierOutcome(
+                    tier=JUDGE_TIER,
+                    name=JUDGE,
+                    status="error",
+                    detail={"attempts": attempt, "error_kind": failure.kind, "error": failure.message},
+                )
+            self._judge.next_attempt_at = workflow.now() + delay
+            self._set_status(TraceStatus.RETRYING)
+            await workflow.sleep(delay)
+            self._set_status(TraceStatus.EVALUATING)
+
     async def _step(self, activity: str, arg: object, result_type: type | None):
         return await workflow.execute_activity(
             activity,
@@ -135,3 +227,37 @@ class EvaluateTrace:
     def _set_status(self, status: TraceStatus) -> None:
         self._status = status
         workflow.upsert_search_attributes([sa.STATUS.value_set(status.value)])
+
+
+def _judge_failure(err: ActivityError) -> JudgeFailure:
+    """What went wrong in one judge attempt, as the activity reported it."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == JUDGE_FAILED and cause.details:
+        try:
+            return JudgeFailure.model_validate(cause.details[0])
+        except ValueError:
+            pass  # a malformed report must not wedge the workflow: retry like any failure
+    if isinstance(cause, TimeoutError):
+        return JudgeFailure(
+            kind="timeout",
+            retryable=True,
+            message=f"the judge attempt timed out ({cause.type.name.lower() if cause.type else 'unknown'})",
+        )
+    # Anything else (PostgreSQL down, a worker bug) is worth another try.
+    name = type(cause).__name__ if cause is not None else "unknown"
+    return JudgeFailure(kind="worker_error", retryable=True, message=f"judge attempt failed: {name}")
+
+
+def _judge_delay(failure: JudgeFailure, attempt: int) -> timedelta:
+    """The provider's Retry-After when it gave one, else capped exponential
+    backoff. Computed in float seconds and capped before a timedelta is made:
+    a huge Retry-After or attempt count must not overflow."""
+    if failure.kind == "org_rate_limited" and failure.retry_after_seconds is not None:
+        # The time until the slot this attempt reserved: waiting less would
+        # exceed the organisation's rate, so only the day's limit caps it.
+        seconds = min(max(0.0, failure.retry_after_seconds), GIVE_UP_AFTER.total_seconds())
+    elif failure.retry_after_seconds is not None:
+        seconds = min(max(0.0, failure.retry_after_seconds), JUDGE_RETRY_AFTER_MAX_SECONDS)
+    else:
+        seconds = min(JUDGE_BACKOFF_FIRST_SECONDS * 2.0 ** min(attempt - 1, 20), JUDGE_BACKOFF_MAX_SECONDS)
+    return timedelta(seconds=seconds)

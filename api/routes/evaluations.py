@@ -10,23 +10,52 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from api.deps import CurrentCaller, Session
+from api.errors import ApiError
 from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
 from api.routes.traces import load_trace
 from evaluators.types import Severity
-from models.schemas import EvaluationOut, IssueOut, Page, TraceStatus, workflow_id_for
-from models.tables import EvaluationIssue, EvaluationResult, Trace
+from models.schemas import EvaluationOut, IssueOut, JudgeCallOut, Page, TraceStatus, workflow_id_for
+from models.tables import EvaluationIssue, EvaluationResult, JudgeCall, Trace
 
 router = APIRouter(tags=["evaluations"])
 
 
+def _judge_call_out(call: JudgeCall) -> JudgeCallOut:
+    return JudgeCallOut(
+        attempt=call.attempt,
+        provider=call.provider,
+        model=call.model,
+        prompt=call.prompt,
+        exchanges=call.exchanges,
+        verdict=call.verdict,
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        cost_usd=float(call.cost_usd) if call.cost_usd is not None else None,
+        latency_ms=call.latency_ms,
+        error_kind=call.error_kind,
+        error=call.error,
+        created_at=call.created_at,
+    )
+
+
 def _evaluation_out(
-    trace: Trace, result: EvaluationResult | None, issues: list[EvaluationIssue]
+    trace: Trace,
+    result: EvaluationResult | None,
+    issues: list[EvaluationIssue],
+    *,
+    version: int | None = None,
+    versions: list[int] | None = None,
+    judge_calls: list[JudgeCall] | None = None,
 ) -> EvaluationOut:
+    shown = result.version if result is not None else (version or trace.evaluation_version)
     out = EvaluationOut(
         trace_id=trace.id,
         status=TraceStatus(trace.status),
         domain=trace.domain,
-        workflow_id=workflow_id_for(trace.id),
+        version=shown,
+        versions=versions or [],
+        judge_calls=[_judge_call_out(call) for call in judge_calls or []],
+        workflow_id=workflow_id_for(trace.id, shown),
         evaluated_at=trace.evaluated_at,
     )
     if result is not None:
@@ -51,18 +80,47 @@ def _evaluation_out(
 
 
 @router.get("/evaluations/{trace_id}", response_model=EvaluationOut)
-async def get_evaluation(trace_id: uuid.UUID, caller: CurrentCaller, session: Session) -> EvaluationOut:
-    """The evaluation of one trace. ``passed`` stays null until the status is final."""
+async def get_evaluation(
+    trace_id: uuid.UUID,
+    caller: CurrentCaller,
+    session: Session,
+    version: Annotated[int | None, Query(ge=1, description="A finished version; default: latest.")] = None,
+) -> EvaluationOut:
+    """The evaluation of one trace, with every judge call made for it.
+
+    ``passed`` stays null until a result exists. While a re-evaluation runs,
+    the latest finished version is shown and ``status`` says what runs now.
+    """
     trace = await load_trace(session, caller, trace_id)
-    result = await session.scalar(select(EvaluationResult).where(EvaluationResult.trace_id == trace.id))
+    results = {
+        result.version: result
+        for result in await session.scalars(
+            select(EvaluationResult).where(EvaluationResult.trace_id == trace.id)
+        )
+    }
+    if version is None:
+        result = next((r for r in results.values() if r.current), None)
+    else:
+        result = results.get(version)
+        if result is None and version != trace.evaluation_version:
+            raise ApiError(404, "version_not_found", f"This trace has no evaluation version {version}")
+    shown = result.version if result is not None else (version or trace.evaluation_version)
     issues = list(
         await session.scalars(
             select(EvaluationIssue)
-            .where(EvaluationIssue.trace_id == trace.id)
+            .where(EvaluationIssue.trace_id == trace.id, EvaluationIssue.version == shown)
             .order_by(EvaluationIssue.tier, EvaluationIssue.ordinal)
         )
     )
-    return _evaluation_out(trace, result, issues)
+    # The calls of the version shown, or of the one running when none finished.
+    calls = list(
+        await session.scalars(
+            select(JudgeCall)
+            .where(JudgeCall.trace_id == trace.id, JudgeCall.evaluation_version == shown)
+            .order_by(JudgeCall.attempt)
+        )
+    )
+    return _evaluation_out(trace, result, issues, version=shown, versions=sorted(results), judge_calls=calls)
 
 
 @router.get("/evaluations", response_model=Page[EvaluationOut])
@@ -81,7 +139,7 @@ async def list_evaluations(
     query = (
         select(EvaluationResult, Trace)
         .join(Trace, Trace.id == EvaluationResult.trace_id)
-        .where(EvaluationResult.organization_id == caller.organization_id)
+        .where(EvaluationResult.organization_id == caller.organization_id, EvaluationResult.current)
     )
     if passed is not None:
         query = query.where(EvaluationResult.passed == passed)
@@ -100,7 +158,12 @@ async def list_evaluations(
     if page:
         found = await session.scalars(
             select(EvaluationIssue)
-            .where(EvaluationIssue.trace_id.in_([trace.id for _, trace in page]))
+            .join(
+                EvaluationResult,
+                (EvaluationResult.trace_id == EvaluationIssue.trace_id)
+                & (EvaluationResult.version == EvaluationIssue.version),
+            )
+            .where(EvaluationIssue.trace_id.in_([trace.id for _, trace in page]), EvaluationResult.current)
             .order_by(EvaluationIssue.tier, EvaluationIssue.ordinal)
         )
         for issue in found:

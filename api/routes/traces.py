@@ -10,18 +10,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from temporalio.service import RPCError
 
 from api.deps import CurrentCaller, Resources, Session
 from api.errors import ApiError, validation_details
 from api.ingest import ingest
 from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
+from core.dispatch import mark_queued, start_evaluation
 from models.schemas import (
+    FINAL_STATUSES,
     BatchAccepted,
     BatchIn,
     BatchItemResult,
     Page,
+    ReevaluationAccepted,
     TraceAccepted,
     TraceIn,
     TraceOut,
@@ -142,11 +145,11 @@ async def delete_trace(
     trace_id: uuid.UUID, caller: CurrentCaller, session: Session, resources: Resources
 ) -> None:
     """Cancel the trace's workflow if it runs, then delete the trace and its results."""
-    await load_trace(session, caller, trace_id)
+    trace = await load_trace(session, caller, trace_id)
     try:
-        await resources.temporal.get_workflow_handle(workflow_id_for(trace_id)).cancel(
-            rpc_timeout=dt.timedelta(seconds=resources.settings.temporal_rpc_timeout_seconds)
-        )
+        await resources.temporal.get_workflow_handle(
+            workflow_id_for(trace_id, trace.evaluation_version)
+        ).cancel(rpc_timeout=dt.timedelta(seconds=resources.settings.temporal_rpc_timeout_seconds))
     except RPCError as exc:
         # Not found / already closed is the common case; an unreachable Temporal
         # must not block deletion: the workflow stops itself on a missing trace.
@@ -155,3 +158,51 @@ async def delete_trace(
         delete(Trace).where(Trace.id == trace_id, Trace.organization_id == caller.organization_id)
     )
     await session.commit()
+
+
+@router.post(
+    "/traces/{trace_id}/reevaluate", status_code=status.HTTP_202_ACCEPTED, response_model=ReevaluationAccepted
+)
+async def reevaluate_trace(
+    trace_id: uuid.UUID, caller: CurrentCaller, session: Session, resources: Resources
+) -> ReevaluationAccepted:
+    """Evaluate the trace again (after changing the judge or the pack) as a new version.
+
+    Earlier versions are kept; the new one becomes current when it finishes.
+    Like ingestion, the new version is recorded before Temporal is asked, so
+    it runs even if Temporal is down right now.
+    """
+    trace = await load_trace(session, caller, trace_id)
+    if TraceStatus(trace.status) not in FINAL_STATUSES:
+        raise ApiError(
+            409,
+            "evaluation_in_progress",
+            f"The trace is {trace.status}; re-evaluate it once its evaluation has finished",
+        )
+    version = await session.scalar(
+        update(Trace)
+        .where(Trace.id == trace.id, Trace.status.in_([s.value for s in FINAL_STATUSES]))
+        .values(evaluation_version=Trace.evaluation_version + 1, status=TraceStatus.PENDING_DISPATCH.value)
+        .returning(Trace.evaluation_version)
+    )
+    await session.commit()
+    if version is None:  # another request won the race
+        raise ApiError(409, "evaluation_in_progress", "A re-evaluation of this trace has just started")
+    settings = resources.settings
+    started = await start_evaluation(
+        resources.temporal,
+        settings,
+        trace.id,
+        trace.organization_id,
+        trace.domain,
+        version=version,
+        rpc_timeout=dt.timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+    )
+    current = TraceStatus.PENDING_DISPATCH
+    if started:
+        await mark_queued(session, [trace.id])
+        await session.commit()
+        current = TraceStatus.QUEUED
+    return ReevaluationAccepted(
+        trace_id=trace.id, version=version, status=current, workflow_id=workflow_id_for(trace.id, version)
+    )

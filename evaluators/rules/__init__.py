@@ -56,7 +56,7 @@ def rule_timeout_finding(rule_id: str) -> Finding:
 
 def evaluate_rules(trace: NormalisedTrace, pack: DomainPack) -> Tier1Result:
     """Run every rule of ``pack`` on ``trace`` (pure; no I/O)."""
-    scan = TraceScan(trace)
+    scan = TraceScan(trace, pack.literal_scanner)
     findings: list[Finding] = []
     for rule in pack.rules:
         scan.start_rule()

@@ -23,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from evaluators.folding import fold_case
 from evaluators.pii import PiiMatch, detect_pii
-from evaluators.rules.prefilter import WordIndex
+from evaluators.rules.prefilter import LiteralScanner, WordIndex
 from evaluators.rules.regexes import PackRegex, RegexCompileError, RuleTimeout
 from evaluators.types import Finding, NormalisedTrace, Severity, Span, SpanField
 
@@ -90,8 +90,9 @@ def compile_pack_regex(source: str, ignore_case: bool, path: str, split: bool = 
 class TraceScan:
     """What the rules of one evaluation share about one trace."""
 
-    def __init__(self, trace: NormalisedTrace) -> None:
+    def __init__(self, trace: NormalisedTrace, scanner: LiteralScanner | None = None) -> None:
         self.trace = trace
+        self.scanner = scanner
         self.deadline = 0.0
         self.malformed_episode_reported = False
         self._folded: dict[tuple[str, int], str] = {}
@@ -124,7 +125,7 @@ class TraceScan:
         key = (field, limit)
         index = self._indexes.get(key)
         if index is None:
-            index = self._indexes[key] = WordIndex(self.text(field, limit))
+            index = self._indexes[key] = WordIndex(self.text(field, limit), self.scanner)
         return index
 
     def pii(self, field: TextField, limit: int) -> list[PiiMatch]:

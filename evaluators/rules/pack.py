@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -20,6 +21,8 @@ from evaluators.rules.numeric_bound import NumericBoundRule
 from evaluators.rules.output_shape import OutputShapeRule
 from evaluators.rules.pair_conflict import PairConflictRule
 from evaluators.rules.pii import PiiRule
+from evaluators.rules.prefilter import LiteralScanner
+from evaluators.rules.regexes import PackRegex
 from evaluators.rules.rl import RlBoundsRule, RlRewardRule
 from evaluators.rules.text import PatternRule, RequiredWhenRule
 from evaluators.types import Severity
@@ -59,7 +62,12 @@ class _Section(BaseModel):
 class Escalation(_Section):
     """When a trace climbs to Tiers 2, 3 and 4."""
 
+    # Tier 3 runs when Tier 1's worst finding reaches judge_on_severity (and
+    # stays below settle_on_severity, which decides without a judge), for a
+    # deterministic sample of the rest, or always.
     judge_on_severity: RuleSeverity = Severity.MEDIUM
+    judge_sample_rate: float = Field(default=0.0, ge=0, le=1)
+    judge_always: bool = False
     settle_on_severity: RuleSeverity = Severity.CRITICAL
     classifier_settle_below: float = Field(default=0.15, ge=0, le=1)
     classifier_review_above: float = Field(default=0.85, ge=0, le=1)
@@ -132,3 +140,21 @@ class DomainPack(_Section):
             )
             self._fingerprint = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         return self._fingerprint
+
+    @cached_property
+    def literal_scanner(self) -> LiteralScanner:
+        """One scanner for every substring the pack's regex prefilters ask
+        about, so that Tier 1 finds them all in one pass over a text.
+
+        Rules keep their compiled regexes in their instance dict (cached
+        properties); a regex missed here still works, by a search of its own.
+        """
+        literals: set[str] = set()
+        regex_ids: list[int] = []
+        for rule in self.rules:
+            for value in vars(rule).values():
+                for item in value if isinstance(value, list | tuple) else (value,):
+                    if isinstance(item, PackRegex):
+                        literals |= item.substring_literals()
+                        regex_ids.append(id(item))
+        return LiteralScanner(literals, regex_ids)

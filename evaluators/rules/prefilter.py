@@ -22,10 +22,13 @@ POSIX classes ``[[:alpha:]]``), gets no prefilter and always runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from re import _constants as sre
 from re import _parser as sre_parse
 from typing import Any
+
+import ahocorasick
 
 # Syntax of the ``regex`` module that the standard parser would accept with
 # another meaning: fuzzy matching "{e<=1}", POSIX classes "[[:alpha:]]".
@@ -92,17 +95,48 @@ class _Literal:
         return len(self.text) - 1 - common
 
 
+class LiteralScanner:
+    """Which of a fixed set of literals occur in a text, found in one
+    Aho-Corasick pass.
+
+    A pack's regexes need a few hundred substring answers per text; asked
+    one ``in`` search at a time they cost more than the regexes they save.
+    """
+
+    __slots__ = ("_automaton", "literals", "regex_ids")
+
+    def __init__(self, literals: Iterable[str], regex_ids: Iterable[int] = ()) -> None:
+        self.literals = frozenset(literal for literal in literals if literal)
+        # The regexes (by id) whose every substring is among the literals.
+        self.regex_ids = frozenset(regex_ids)
+        self._automaton: Any = None
+        if self.literals:
+            self._automaton = ahocorasick.Automaton()
+            for literal in self.literals:
+                self._automaton.add_word(literal, literal)
+            self._automaton.make_automaton()
+
+    def found_in(self, text: str) -> set[str]:
+        if self._automaton is None:
+            return set()
+        return {literal for _, literal in self._automaton.iter(text)}
+
+
 class WordIndex:
     """A case-folded text with, for ASCII text, its set of words (the
     ``\\w+`` runs). Non-ASCII text gets no word set: word boundaries there
     depend on the engine's Unicode tables, so only substring checks are
     sound. ``cache`` keeps answers about this text for the rest of the
     evaluation: the possible parts of each regex (keyed by the regex's id)
-    and whether a substring occurs (keyed by the substring)."""
+    and whether a substring occurs (keyed by the substring). With a
+    ``scanner``, the substrings it knows are all found in one pass, the
+    first time one is asked for."""
 
-    __slots__ = ("cache", "text", "word_text", "words")
+    __slots__ = ("_found", "cache", "scanner", "text", "word_text", "words")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, scanner: LiteralScanner | None = None) -> None:
+        self.scanner = scanner
+        self._found: set[str] | None = None
         self.text = text.casefold()
         self.words: frozenset[str] | None = None
         # Where to search for a literal made only of word characters: on
@@ -126,14 +160,36 @@ class WordIndex:
             return self.words.intersection(words)
         return {word for word in words if word in self.text}
 
+    def found_substrings(self, regex_id: int) -> set[str] | None:
+        """The scanner's literals that occur in the text, when the scanner
+        covers every substring of the regex ``regex_id``; else None."""
+        scanner = self.scanner
+        if scanner is None or regex_id not in scanner.regex_ids:
+            return None
+        if self._found is None:
+            self._found = scanner.found_in(self.text)
+        return self._found
+
+    def contains(self, literal: str, word_only: bool = False) -> bool:
+        """Whether ``literal`` occurs as a substring. ``word_only``: it is
+        made only of word characters, so the shorter ``word_text`` will do."""
+        # Several regexes of a pack often need the same substring.
+        found = self.cache.get(literal)
+        if found is None:
+            scanner = self.scanner
+            if scanner is not None and literal in scanner.literals:
+                if self._found is None:
+                    self._found = scanner.found_in(self.text)
+                found = literal in self._found
+            else:
+                found = literal in (self.word_text if word_only else self.text)
+            self.cache[literal] = found
+        return bool(found)
+
     def has(self, literal: _Literal) -> bool:
         if literal.kind == WHOLE and self.words is not None:
             return literal.text in self.words
-        # Several regexes of a pack often need the same substring.
-        found = self.cache.get(literal.text)
-        if found is None:
-            found = self.cache[literal.text] = literal.text in self.text
-        return bool(found)
+        return self.contains(literal.text)
 
 
 # Further requirements of a regex worth checking: how many, how selective

@@ -167,31 +167,35 @@ def folds_safely(source: str) -> bool:
     return _CASE_DEPENDENT_RE.search(source.replace("\\\\", "")) is None
 
 
-def _requirement(literals: tuple[_Literal, ...]) -> tuple[frozenset[str], tuple[tuple[str, bool], ...]]:
+_Requirement = tuple[frozenset[str], tuple[tuple[str, bool], ...], frozenset[str]]
+
+
+def _requirement(literals: tuple[_Literal, ...]) -> _Requirement:
     """One set of alternative literals as (whole words, (substring, made
-    only of word characters))."""
+    only of word characters), the substrings as a set)."""
+    substrings = tuple(
+        (literal.text, is_ascii_word(literal.text)) for literal in literals if literal.kind != WHOLE
+    )
     return (
         frozenset(literal.text for literal in literals if literal.kind == WHOLE),
-        tuple((literal.text, is_ascii_word(literal.text)) for literal in literals if literal.kind != WHOLE),
+        substrings,
+        frozenset(text for text, _ in substrings),
     )
 
 
-def _any_present(index: WordIndex, words: frozenset[str], substrings: tuple[tuple[str, bool], ...]) -> bool:
-    """Whether one of ``words`` (as whole words) or ``substrings`` occurs in
-    the indexed text; substring answers are kept in the index."""
+def _any_present(index: WordIndex, requirement: _Requirement, found: set[str] | None) -> bool:
+    """Whether one of the requirement's words (as whole words) or substrings
+    occurs in the indexed text. ``found``: the substrings known to occur,
+    when the pack's scanner has found them all."""
+    words, substrings, substring_set = requirement
     if index.words is not None:
         if not index.words.isdisjoint(words):
             return True
     elif any(word in index.text for word in words):
         return True
-    cache = index.cache
-    for literal, word_only in substrings:
-        found = cache.get(literal)
-        if found is None:
-            found = cache[literal] = literal in (index.word_text if word_only else index.text)
-        if found:
-            return True
-    return False
+    if found is not None:
+        return not found.isdisjoint(substring_set)
+    return any(index.contains(literal, word_only) for literal, word_only in substrings)
 
 
 class _Part:
@@ -226,8 +230,11 @@ class PackRegex:
         "_always",
         "_by_mask",
         "_parts",
+        "_substring_bits",
+        "_substring_set",
         "_substrings",
         "_whole",
+        "_word_set",
         "_words",
         "source",
     )
@@ -276,9 +283,14 @@ class PackRegex:
         for bit, _ in self._also:
             self._also_bits |= bit
         self._words = words
+        # A set, not the dict: set intersection then walks the smaller side
+        # (a text's few hundred words, or a regex's few hundred names).
+        self._word_set = frozenset(words)
         self._substrings = tuple(
             (literal, enabled, is_ascii_word(literal)) for literal, enabled in substrings.items()
         )
+        self._substring_bits = substrings
+        self._substring_set = frozenset(substrings)
         # Parts lists by mask of possible parts; few masks occur in practice.
         self._by_mask: dict[int, list[_Part]] = {}
 
@@ -293,36 +305,38 @@ class PackRegex:
         words = self._words
         text = index.text
         if index.words is not None:
-            for word in index.words.intersection(words):
+            for word in index.words.intersection(self._word_set):
                 mask |= words[word]
         else:
             for word, enabled in words.items():
                 if word in text:
                     mask |= enabled
-        # Several regexes of a pack often need the same substring: the
-        # answers are kept in the index.
-        word_text = index.word_text
-        for literal, enabled, word_only in self._substrings:
-            if enabled & ~mask:
-                found = cache.get(literal)
-                if found is None:
-                    found = cache[literal] = literal in (word_text if word_only else text)
-                if found:
+        found = index.found_substrings(key)
+        if found is not None:
+            # The pack's scanner found every substring in one pass.
+            bits = self._substring_bits
+            for literal in found.intersection(self._substring_set):
+                mask |= bits[literal]
+        else:
+            # Several regexes of a pack often need the same substring: the
+            # answers are kept in the index.
+            for literal, enabled, word_only in self._substrings:
+                if enabled & ~mask and index.contains(literal, word_only):
                     mask |= enabled
         if mask & self._also_bits:
-            mask = self._check_also(index, mask)
+            mask = self._check_also(index, mask, found)
         parts = self._by_mask.get(mask)
         if parts is None:
             parts = self._parts_for(mask)
         cache[key] = parts
         return parts
 
-    def _check_also(self, index: WordIndex, mask: int) -> int:
+    def _check_also(self, index: WordIndex, mask: int, found: set[str] | None) -> int:
         """``mask`` without the parts whose further requirements fail."""
         for bit, requirements in self._also:
             if mask & bit:
-                for req_words, req_substrings in requirements:
-                    if not _any_present(index, req_words, req_substrings):
+                for requirement in requirements:
+                    if not _any_present(index, requirement, found):
                         mask &= ~bit
                         break
         return mask
@@ -332,6 +346,14 @@ class PackRegex:
         if len(self._by_mask) < _MAX_MASKS_KEPT:
             self._by_mask[mask] = parts
         return parts
+
+    def substring_literals(self) -> set[str]:
+        """Every substring the prefilters may ask a text about."""
+        found = set(self._substring_set)
+        for _, requirements in self._also:
+            for _, _, substring_set in requirements:
+                found |= substring_set
+        return found
 
     @property
     def groups(self) -> int:
