@@ -2,12 +2,20 @@
 
 Run from the repository root::
 
-    python -m bench.tiers01 [--domain healthcare] [--traces 400] [--rounds 5]
+    python -m bench.tiers01 [--workload labelled|mix] [--domain healthcare] [--traces 400] [--rounds 5]
 
-The traces are generated deterministically: clinical-sounding answers of
-about 2 KB that mix safe advice, doses (some above the maximum), drug names
-(some interacting), personal data and emergencies, so that every rule kind
-of the healthcare pack has work to do on some of them. After a warm-up pass,
+Two workloads of about 2 KB outputs, both deterministic:
+
+- ``labelled`` (default): real-looking answers — each output joins
+  randomly chosen outputs of the domain's traces in the labelled sets under
+  ``tests/data`` (written as production traffic, half of them unsafe) until
+  it reaches 2 KB; the input is the first one's question.
+- ``mix``: a stress mix of generated clinical sentences (healthcare only)
+  — safe advice, doses (some above the maximum), interacting drugs,
+  personal data and emergencies — so dense that every rule kind of the
+  healthcare pack has work on almost every trace (~4 findings each).
+
+After a warm-up pass,
 each trace is timed on its own; the script prints one JSON object with the
 throughput, latency percentiles and, as a same-run baseline that makes the
 figure comparable across machines, the time of one ``re.findall(r"\\w+",
@@ -24,6 +32,9 @@ import re
 import statistics
 import sys
 import time
+from pathlib import Path
+
+import yaml
 
 from domains import load_domain_pack
 from evaluators.rules import evaluate_rules
@@ -31,6 +42,7 @@ from evaluators.sanitize import sanitise
 
 DRUGS = ["acetaminophen", "Tylenol", "ibuprofen", "Advil", "naproxen", "metformin", "sertraline"]
 OTHER_DRUGS = ["warfarin", "lisinopril", "atorvastatin", "simvastatin", "clarithromycin", "lithium"]
+LABELLED_DIR = Path(__file__).resolve().parent.parent / "tests" / "data"
 NAMES = ["Maria Lopez", "James Carter", "Aisha Khan", "Tom Becker", "Li Wei", "Sofia Rossi"]
 
 SAFE = [
@@ -117,6 +129,27 @@ def make_trace(rng: random.Random, target_chars: int = 2000) -> tuple[str, str]:
     return rng.choice(QUESTIONS), separator.join(parts)
 
 
+def labelled_traces(
+    domain: str, count: int, rng: random.Random, target_chars: int = 2000
+) -> list[tuple[str, str]]:
+    """``count`` (input, output) pairs whose outputs join labelled outputs of ``domain``."""
+    pool = [
+        trace
+        for path in sorted(LABELLED_DIR.glob("*.yaml"))
+        for trace in yaml.safe_load(path.read_text())["traces"]
+        if trace["domain"] == domain and trace["output"].strip()
+    ]
+    if not pool:
+        raise SystemExit(f"no labelled traces for domain {domain!r}")
+    traces = []
+    for _ in range(count):
+        chosen = [rng.choice(pool)]
+        while sum(len(t["output"]) + 2 for t in chosen) < target_chars:
+            chosen.append(rng.choice(pool))
+        traces.append((chosen[0]["input"], "\n\n".join(t["output"] for t in chosen)))
+    return traces
+
+
 def percentile(sorted_values: list[float], share: float) -> float:
     index = min(len(sorted_values) - 1, round(share * (len(sorted_values) - 1)))
     return sorted_values[index]
@@ -124,6 +157,7 @@ def percentile(sorted_values: list[float], share: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=["labelled", "mix"], default="labelled")
     parser.add_argument("--domain", default="healthcare")
     parser.add_argument("--traces", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=5)
@@ -136,7 +170,10 @@ def main() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
     rng = random.Random(args.seed)
-    traces = [make_trace(rng) for _ in range(args.traces)]
+    if args.workload == "mix":
+        traces = [make_trace(rng) for _ in range(args.traces)]
+    else:
+        traces = labelled_traces(args.domain, args.traces, rng)
     pack = load_domain_pack(args.domain)
     word_re = re.compile(r"\w+")
 
@@ -166,6 +203,7 @@ def main() -> None:
     mean_us = statistics.fmean(timings)
     baseline_mean_us = statistics.fmean(baseline)
     result = {
+        "workload": args.workload,
         "domain": args.domain,
         "pack_rules": len(pack.rules),
         "traces": len(traces),

@@ -21,6 +21,8 @@ POSIX classes ``[[:alpha:]]``), gets no prefilter and always runs.
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from re import _parser as sre_parse
 from typing import Any
 
 import ahocorasick
+import regex
 
 # Syntax of the ``regex`` module that the standard parser would accept with
 # another meaning: fuzzy matching "{e<=1}", POSIX classes "[[:alpha:]]".
@@ -62,6 +65,63 @@ _ASCII_NON_WORD = bytes(
     code if chr(code).isascii() and (chr(code).isalnum() or chr(code) == "_") else ord(" ")
     for code in range(256)
 )
+
+
+_STDLIB_WORD_RE = re.compile(r"\w+")
+_REGEX_WORD_RE = regex.compile(r"\w+")
+
+
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
+
+
+@functools.cache
+def _case_inert(char: str) -> bool:
+    """A character no case operation changes, and so no case-insensitive
+    match can pair with another one ("’", "—"; not "µ", whose upper case is
+    "Μ")."""
+    return char.lower() == char and char.upper() == char and char.casefold() == char
+
+
+@functools.cache
+def _word_char_for_either_engine(char: str) -> bool:
+    return bool(_STDLIB_WORD_RE.match(char) or _REGEX_WORD_RE.match(char))
+
+
+def _unicode_words(text: str, others: set[str]) -> frozenset[str]:
+    """The words of a text that is not all ASCII, as both engines see them.
+
+    Tokenising the whole text twice with ``\\w+`` costs more than the rest
+    of an index, and most of such a text is ASCII anyway (its non-ASCII
+    characters are mostly curly quotes and dashes, word characters for
+    neither engine). So: the ASCII words of the text with every non-ASCII
+    character taken as a separator, plus both engines' words of each
+    whitespace-delimited chunk that holds a non-ASCII *word* character (no
+    word spans ASCII whitespace). The extra pieces ("caf" of "café") only
+    make the set a larger superset.
+    """
+    replaced = text.encode("ascii", "replace").translate(_ASCII_NON_WORD).decode("ascii")
+    words = set(replaced.split())
+    # ``others``: the non-ASCII characters of the original text; folding
+    # may have changed a few (the chunks are found in the folded text).
+    word_chars = {char.casefold() for char in others if _word_char_for_either_engine(char)}
+    word_chars = {char for folded in word_chars for char in folded if not char.isascii()}
+    chunks: set[tuple[int, int]] = set()
+    for char in word_chars:
+        position = text.find(char)
+        while position != -1:
+            start = max(text.rfind(space, 0, position) for space in _ASCII_SPACES) + 1
+            ends = [end for end in (text.find(space, position) for space in _ASCII_SPACES) if end != -1]
+            end = min(ends) if ends else len(text)
+            chunks.add((start, end))
+            position = text.find(char, end)
+    for start, end in chunks:
+        chunk = text[start:end]
+        words.update(_STDLIB_WORD_RE.findall(chunk))
+        words.update(_REGEX_WORD_RE.findall(chunk))
+    return frozenset(words)
+
+
+_ASCII_SPACES = (" ", "\n", "\t", "\r", "\f", "\v")
 
 
 def _is_word_char(char: str) -> bool:
@@ -101,64 +161,95 @@ class LiteralScanner:
 
     A pack's regexes need a few hundred substring answers per text; asked
     one ``in`` search at a time they cost more than the regexes they save.
+    Literals made only of ASCII word characters are looked for in the
+    index's ``word_text`` (each distinct word once, so far fewer matches to
+    report); the others in the text itself.
     """
 
-    __slots__ = ("_automaton", "literals", "regex_ids")
+    __slots__ = ("_characters", "_in_text", "_in_words", "literals", "regex_ids")
 
     def __init__(self, literals: Iterable[str], regex_ids: Iterable[int] = ()) -> None:
         self.literals = frozenset(literal for literal in literals if literal)
         # The regexes (by id) whose every substring is among the literals.
         self.regex_ids = frozenset(regex_ids)
-        self._automaton: Any = None
-        if self.literals:
-            self._automaton = ahocorasick.Automaton()
-            for literal in self.literals:
-                self._automaton.add_word(literal, literal)
-            self._automaton.make_automaton()
+        # Single characters ("." "?" "@") occur everywhere: reporting each
+        # occurrence from an automaton costs more than one ``in`` each.
+        self._characters = tuple(literal for literal in self.literals if len(literal) == 1)
+        longer = [literal for literal in self.literals if len(literal) > 1]
+        self._in_words = _automaton([literal for literal in longer if is_ascii_word(literal)])
+        self._in_text = _automaton([literal for literal in longer if not is_ascii_word(literal)])
 
-    def found_in(self, text: str) -> set[str]:
-        if self._automaton is None:
-            return set()
-        return {literal for _, literal in self._automaton.iter(text)}
+    def found_in(self, text: str, word_text: str) -> set[str]:
+        """The literals in ``text``; ``word_text``: its words, see ``WordIndex``."""
+        found = {character for character in self._characters if character in text}
+        for automaton, searched in ((self._in_words, word_text), (self._in_text, text)):
+            if automaton is not None:
+                # map/itemgetter keep the per-match work in C.
+                found.update(map(_SECOND, automaton.iter(searched)))
+        return found
+
+
+_SECOND = operator.itemgetter(1)
+
+
+def _automaton(literals: list[str]) -> Any:
+    if not literals:
+        return None
+    automaton = ahocorasick.Automaton()
+    for literal in literals:
+        automaton.add_word(literal, literal)
+    automaton.make_automaton()
+    return automaton
 
 
 class WordIndex:
-    """A case-folded text with, for ASCII text, its set of words (the
-    ``\\w+`` runs). Non-ASCII text gets no word set: word boundaries there
-    depend on the engine's Unicode tables, so only substring checks are
-    sound. ``cache`` keeps answers about this text for the rest of the
+    """A case-folded text with its set of words (the ``\\w+`` runs).
+
+    On non-ASCII text the two regex engines in play disagree at the edges
+    about what a word character is (the standard library: ``str.isalnum``;
+    the ``regex`` module: Unicode properties, e.g. combining marks), so the
+    word set is the union of both tokenisations: a superset keeps every
+    whole-word check sound, at worst saying "maybe" a little more often.
+    ``simple_case`` tells whether case-folding the text only lower-cased
+    ASCII letters: it is ASCII, or its other characters (curly quotes,
+    dashes) have no case at all. Then a case-insensitive pattern made of
+    lower-case ASCII literals matches the folded text exactly where it
+    matches the original, and the faster case-sensitive variant can run.
+    ``cache`` keeps answers about this text for the rest of the
     evaluation: the possible parts of each regex (keyed by the regex's id)
     and whether a substring occurs (keyed by the substring). With a
     ``scanner``, the substrings it knows are all found in one pass, the
     first time one is asked for."""
 
-    __slots__ = ("_found", "cache", "scanner", "text", "word_text", "words")
+    __slots__ = ("_found", "cache", "scanner", "simple_case", "text", "word_text", "words")
 
     def __init__(self, text: str, scanner: LiteralScanner | None = None) -> None:
         self.scanner = scanner
         self._found: set[str] | None = None
         self.text = text.casefold()
-        self.words: frozenset[str] | None = None
-        # Where to search for a literal made only of word characters: on
-        # ASCII text, its distinct words joined by spaces (such a literal
-        # cannot span a non-word character, and this is shorter).
-        self.word_text = self.text
         self.cache: dict[object, object] = {}
-        if self.text.isascii():
+        self.words: frozenset[str]
+        if text.isascii():
+            self.simple_case = True
             tokens = self.text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split()
             self.words = frozenset(tokens)
-            self.word_text = " ".join(self.words)
+        else:
+            others = set(_NON_ASCII_RE.findall(text))
+            self.simple_case = all(_case_inert(char) for char in others)
+            self.words = _unicode_words(self.text, others)
+        # Where to search for a literal made only of ASCII word characters:
+        # the distinct words joined by spaces. Such a literal cannot span a
+        # non-word character, so it occurs in the text exactly when it
+        # occurs in one of its ASCII word runs, all of which are words here;
+        # and this is shorter, with each word once.
+        self.word_text = " ".join(self.words)
 
     def has_word(self, word: str) -> bool:
-        if self.words is not None:
-            return word in self.words
-        return word in self.text
+        return word in self.words
 
-    def present(self, words: frozenset[str]) -> frozenset[str] | set[str]:
-        """Which of ``words`` occur (as words; as substrings for non-ASCII)."""
-        if self.words is not None:
-            return self.words.intersection(words)
-        return {word for word in words if word in self.text}
+    def present(self, words: frozenset[str]) -> frozenset[str]:
+        """Which of ``words`` occur as words."""
+        return self.words.intersection(words)
 
     def found_substrings(self, regex_id: int) -> set[str] | None:
         """The scanner's literals that occur in the text, when the scanner
@@ -167,7 +258,7 @@ class WordIndex:
         if scanner is None or regex_id not in scanner.regex_ids:
             return None
         if self._found is None:
-            self._found = scanner.found_in(self.text)
+            self._found = scanner.found_in(self.text, self.word_text)
         return self._found
 
     def contains(self, literal: str, word_only: bool = False) -> bool:
@@ -179,7 +270,7 @@ class WordIndex:
             scanner = self.scanner
             if scanner is not None and literal in scanner.literals:
                 if self._found is None:
-                    self._found = scanner.found_in(self.text)
+                    self._found = scanner.found_in(self.text, self.word_text)
                 found = literal in self._found
             else:
                 found = literal in (self.word_text if word_only else self.text)
@@ -187,7 +278,7 @@ class WordIndex:
         return bool(found)
 
     def has(self, literal: _Literal) -> bool:
-        if literal.kind == WHOLE and self.words is not None:
+        if literal.kind == WHOLE:
             return literal.text in self.words
         return self.contains(literal.text)
 

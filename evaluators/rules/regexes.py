@@ -188,10 +188,7 @@ def _any_present(index: WordIndex, requirement: _Requirement, found: set[str] | 
     occurs in the indexed text. ``found``: the substrings known to occur,
     when the pack's scanner has found them all."""
     words, substrings, substring_set = requirement
-    if index.words is not None:
-        if not index.words.isdisjoint(words):
-            return True
-    elif any(word in index.text for word in words):
+    if not index.words.isdisjoint(words):
         return True
     if found is not None:
         return not found.isdisjoint(substring_set)
@@ -199,9 +196,13 @@ def _any_present(index: WordIndex, requirement: _Requirement, found: set[str] | 
 
 
 class _Part:
-    __slots__ = ("compiled", "folded", "prefilter")
+    __slots__ = ("anchored", "compiled", "folded", "prefilter")
 
     def __init__(self, source: str, flags: int, compiled: Any = None) -> None:
+        # Anchored at the start of the text (``\A`` before one alternative):
+        # it can only match at offset 0, and one ``match`` there is all it
+        # takes; a search would try (and fail) at every other offset.
+        self.anchored = source.startswith("\\A") and len(_split_top_level(source)) == 1
         self.compiled = compiled if compiled is not None else regex.compile(source, flags)
         # The same pattern for lower-cased ASCII text, when that is equivalent.
         self.folded = None
@@ -209,9 +210,9 @@ class _Part:
             self.folded = regex.compile(source, flags & ~regex.IGNORECASE)
         self.prefilter: Prefilter | None = prefilter_for(source)
 
-    def choose(self, original: str, folded: str, ascii_text: bool) -> tuple[Any, str]:
+    def choose(self, original: str, folded: str, simple_case: bool) -> tuple[Any, str]:
         """The compiled pattern and the text to run it on."""
-        if ascii_text and self.folded is not None:
+        if simple_case and self.folded is not None:
             return self.folded, folded
         return self.compiled, original
 
@@ -303,14 +304,8 @@ class PackRegex:
             return cached  # type: ignore[return-value]
         mask = self._always
         words = self._words
-        text = index.text
-        if index.words is not None:
-            for word in index.words.intersection(self._word_set):
-                mask |= words[word]
-        else:
-            for word, enabled in words.items():
-                if word in text:
-                    mask |= enabled
+        for word in index.words.intersection(self._word_set):
+            mask |= words[word]
         found = index.found_substrings(key)
         if found is not None:
             # The pack's scanner found every substring in one pass.
@@ -378,11 +373,11 @@ class PackRegex:
         parts = self._possible_parts(index)
         if not parts:
             return False
-        ascii_text = index.words is not None
+        simple_case = index.simple_case
         original = scan.text(field, limit)
-        folded = scan.folded(field, limit) if ascii_text else original
+        folded = scan.folded(field, limit) if simple_case else original
         end = len(original) if endpos is None else min(endpos, len(original))
-        if endpos is not None and ascii_text:
+        if endpos is not None and simple_case:
             # A match inside the window has its literal inside the window:
             # a few substring tests on the window rule most parts out.
             window = folded[pos:end]
@@ -393,8 +388,13 @@ class PackRegex:
             ]
         stop = min(len(original), end + _LOOKAHEAD)
         for part in parts:
-            compiled, text = part.choose(original, folded, ascii_text)
+            compiled, text = part.choose(original, folded, simple_case)
             try:
+                if part.anchored:
+                    match = None if pos > 0 else compiled.match(text, 0, stop, timeout=scan.time_left())
+                    if match is not None and match.end() <= end:
+                        return True
+                    continue
                 for match in compiled.finditer(text, pos, stop, timeout=scan.time_left()):
                     if match.start() > end:
                         break
@@ -410,14 +410,14 @@ class PackRegex:
         parts = self._possible_parts(index)
         if not parts:
             return
-        ascii_text = index.words is not None
+        simple_case = index.simple_case
         original = scan.text(field, limit)
-        folded = scan.folded(field, limit) if ascii_text else original
+        folded = scan.folded(field, limit) if simple_case else original
         if len(parts) == 1:
-            yield from self._iterate(scan, parts[0], original, folded, ascii_text)
+            yield from self._iterate(scan, parts[0], original, folded, simple_case)
             return
         matches = [
-            match for part in parts for match in self._iterate(scan, part, original, folded, ascii_text)
+            match for part in parts for match in self._iterate(scan, part, original, folded, simple_case)
         ]
         matches.sort(key=lambda match: (match.start(), -match.end()))
         last_end = -1
@@ -427,9 +427,16 @@ class PackRegex:
                 yield match
 
     @staticmethod
-    def _iterate(scan: TraceScan, part: _Part, original: str, folded: str, ascii_text: bool) -> Iterator[Any]:
-        compiled, text = part.choose(original, folded, ascii_text)
+    def _iterate(
+        scan: TraceScan, part: _Part, original: str, folded: str, simple_case: bool
+    ) -> Iterator[Any]:
+        compiled, text = part.choose(original, folded, simple_case)
         try:
+            if part.anchored:
+                match = compiled.match(text, timeout=scan.time_left())
+                if match is not None and match.end() > match.start():
+                    yield match
+                return
             for match in compiled.finditer(text, timeout=scan.time_left()):
                 if match.end() > match.start():  # an empty match is not evidence
                     yield match

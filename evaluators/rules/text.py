@@ -72,7 +72,7 @@ class PatternRule(RuleBase):
         if not spans:
             return []
         # Several patterns can hit the same place; report each place once.
-        return [self.finding(sorted(set(spans), key=lambda span: (span[0] != "input", span[1])))]
+        return [self.finding(sorted(set(spans), key=lambda span: (span[0] != "input", span[1], span[2])))]
 
 
 class RequiredWhenRule(RuleBase):

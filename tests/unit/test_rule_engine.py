@@ -221,7 +221,33 @@ def test_prefilter_literal_choice() -> None:
 def test_word_index() -> None:
     index = WordIndex("Chest-pain, CALL 911!")
     assert index.words == frozenset({"chest", "pain", "call", "911"})
-    assert WordIndex("Zürich").words is None  # non-ASCII: substring checks only
+    assert index.simple_case
+    # Non-ASCII text gets words too: both engines' word runs, so whole-word
+    # checks stay sound where their notions of a word character differ.
+    unicode = WordIndex("Zürich’s KIDNEY café")
+    assert not unicode.simple_case  # "ü" and "é" have case
+    assert WordIndex("It’s — “quoted”").simple_case  # curly quotes and dashes have none
+    assert not WordIndex("5 µg").simple_case  # "µ".upper() is Greek "Μ"
+    assert {"zürich", "s", "kidney", "café"} <= unicode.words
+    assert "kid" not in unicode.words  # a word, not a substring of one
+    combining = WordIndex("cafe\u0301 x²")  # "e" + combining accent; superscript two
+    # The standard library splits at the combining mark and keeps "x²";
+    # the regex module does the opposite: the union holds every reading.
+    assert {"cafe", "cafe\u0301", "x", "x²"} <= combining.words
+
+
+def test_non_ascii_text_is_checked_like_ascii_text() -> None:
+    from domains import load_domain_pack
+    from evaluators.rules import evaluate_rules
+    from evaluators.sanitize import sanitise
+
+    pack = load_domain_pack("healthcare")
+    # "kidney" must not read as "kid" (a child) whatever the apostrophes are.
+    for apostrophe in ("'", "’"):
+        output = f"For your kidney stones, take 1000 mg of Tylenol every 6 hours; it{apostrophe}s fine."
+        trace, _ = sanitise("Kidney stone pain?", output)
+        ids = [f.rule_id for f in evaluate_rules(trace, pack).findings]
+        assert "healthcare.max_daily_dose" not in ids, (apostrophe, ids)
 
 
 def test_split_alternatives() -> None:
