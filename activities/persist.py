@@ -15,7 +15,7 @@ from core.packs import PackResolver
 from domains import load_domain_pack
 from evaluators.verdict import final_verdict
 from models.schemas import FinalVerdict, PersistInput, StatusUpdateInput, TraceStatus
-from models.tables import Alert, EvaluationIssue, EvaluationResult, Trace
+from models.tables import Alert, EvaluationIssue, EvaluationResult, ReviewRequest, Trace, VerdictChange
 
 # The pack whose pass threshold and alert rules apply when the domain is unknown.
 FALLBACK_PACK = "generic"
@@ -116,12 +116,41 @@ class PersistActivities:
                 await session.execute(insert(EvaluationIssue).values(issues))
             if task.version >= trace.evaluation_version:
                 # An older version finishing late does not end a newer one.
+                status = TraceStatus.AWAITING_REVIEW if task.review else TraceStatus.COMPLETED
                 await session.execute(
                     update(Trace)
                     .where(Trace.id == task.trace_id)
-                    .values(status=TraceStatus.COMPLETED.value, evaluated_at=now)
+                    .values(status=status.value, evaluated_at=now)
+                )
+            if task.review is not None:
+                await session.execute(
+                    insert(ReviewRequest)
+                    .values(
+                        organization_id=task.organization_id,
+                        trace_id=task.trace_id,
+                        version=task.version,
+                        domain=task.domain,
+                        reason=task.review.reason,
+                        severity=severity.value,
+                        risk_level=task.review.risk_level,
+                        status="pending",
+                        deadline=task.review.deadline,
+                    )
+                    .on_conflict_do_nothing(index_elements=[ReviewRequest.trace_id, ReviewRequest.version])
                 )
             if first_completion:
+                session.add(
+                    VerdictChange(
+                        organization_id=task.organization_id,
+                        trace_id=task.trace_id,
+                        version=task.version,
+                        to_passed=passed,
+                        to_severity=severity.value,
+                        to_decided_by=decided_by,
+                        changed_by="aegis",
+                        reason="automated",
+                    )
+                )
                 await add_usage(session, task.organization_id, task.domain, decided_by, evaluations=1)
                 if severity in pack.alerts.severities:
                     session.add(

@@ -11,12 +11,23 @@ from temporalio import activity
 
 from activities.errors import trace_not_found
 from core.packs import PackResolver
-from evaluators.escalation import CLASSIFIER, EXPERT, RULES, SANITISE, judge_reason
-from evaluators.rules import evaluate_rules
+from evaluators.escalation import CLASSIFIER, RULES, SANITISE, judge_reason
+from evaluators.rules import DomainPack, evaluate_rules
 from evaluators.sanitize import sanitise, unknown_domain_finding
 from evaluators.types import NormalisedTrace, Severity, Tier0Result
-from models.schemas import TierInput, TierOutcome, TraceStatus
+from models.schemas import ReviewPolicy, TierInput, TierOutcome, TraceStatus
 from models.tables import Trace
+
+
+def _review_policy(pack: DomainPack) -> ReviewPolicy:
+    policy = pack.escalation
+    return ReviewPolicy(
+        risk_level=pack.risk_level,
+        judge_ratings=list(policy.review_judge_ratings),
+        confidence_below=policy.review_confidence_below,
+        audit_sample_rate=policy.audit_sample_rate,
+        deadline_hours=policy.review_deadline_hours,
+    )
 
 
 def _elapsed_ms(started: float) -> float:
@@ -74,6 +85,7 @@ class TierActivities:
             detail={"valid": result.valid and resolved is not None, "pii_counts": result.pii_counts},
             duration_ms=_elapsed_ms(started),
             pack=resolved[0] if resolved else None,
+            review=_review_policy(resolved[1]) if resolved else None,
         )
 
     @activity.defn(name="tier1_rules")
@@ -112,8 +124,8 @@ class TierActivities:
             duration_ms=_elapsed_ms(started),
         )
 
-    # Tiers 2 and 4 report "not configured" until a classifier model and a
-    # review policy exist; Tier 3 is activities/judge.py.
+    # Tier 2 reports "not configured" until a classifier model exists;
+    # Tier 3 is activities/judge.py, Tier 4 the workflow's own review wait.
 
     @activity.defn(name="tier2_classifier")
     async def tier2(self, task: TierInput) -> TierOutcome:
@@ -121,11 +133,5 @@ class TierActivities:
             tier=2, name=CLASSIFIER, status="not_configured", detail={"reason": "no model trained"}
         )
 
-    @activity.defn(name="tier4_expert_review")
-    async def tier4(self, task: TierInput) -> TierOutcome:
-        return TierOutcome(
-            tier=4, name=EXPERT, status="not_configured", detail={"reason": "no review policy"}
-        )
-
     def all(self) -> list[object]:
-        return [self.tier0, self.tier1, self.tier2, self.tier4]
+        return [self.tier0, self.tier1, self.tier2]

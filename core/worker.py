@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from activities.dispatch import DispatchActivities
 from activities.judge import JudgeActivities
 from activities.persist import PersistActivities
+from activities.review import ReviewActivities
 from activities.tiers import TierActivities
 from core.db import create_engine, create_session_factory
 from core.packs import PackResolver
@@ -53,6 +54,7 @@ def build_workers(
         activities = [
             *TierActivities(session_factory, packs).all(),
             *PersistActivities(session_factory, packs).all(),
+            *ReviewActivities(session_factory).all(),
             DispatchActivities(session_factory, client, settings).dispatch_pending,
         ]
         workers.append(

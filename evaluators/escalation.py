@@ -8,16 +8,22 @@ that is not configured passes the question up unchanged.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Literal, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 from evaluators.types import Severity
 
 JudgeReason = Literal["always", "severity", "sample"]
+ReviewReason = Literal[
+    "judge_rating", "judge_low_confidence", "judge_recommended", "critical_finding", "audit_sample"
+]
+HIGH_RISK_LEVELS = frozenset({"high", "critical"})
 
 # Tier names in the order they run.
 SANITISE, RULES, CLASSIFIER, JUDGE, EXPERT = "sanitise", "rules", "classifier", "judge", "expert"
 TIER_NAMES = (SANITISE, RULES, CLASSIFIER, JUDGE, EXPERT)
+# The expert tier is not an activity: the workflow waits for labels itself.
+EXPERT_TIER = TIER_NAMES.index(EXPERT)
 
 
 class Outcome(Protocol):
@@ -26,6 +32,7 @@ class Outcome(Protocol):
     severity: Severity
     settled: bool
     passed: bool | None  # set by tiers that rate the whole trace
+    detail: Mapping[str, Any]
 
 
 def next_tier(outcomes: Sequence[Outcome]) -> int | None:
@@ -61,4 +68,36 @@ def judge_reason(
         return "severity"
     if sampled(key, sample_rate):
         return "sample"
+    return None
+
+
+def review_reason(
+    outcomes: Sequence[Outcome],
+    *,
+    risk_level: str,
+    judge_ratings: Sequence[str],
+    confidence_below: float,
+    audit_sample_rate: float,
+    key: str,
+) -> ReviewReason | None:
+    """Why an expert should review a trace once the automated tiers are done,
+    or None: the judge rated it one of ``judge_ratings``, was less confident
+    than ``confidence_below`` or asked for review; a tier found a critical
+    issue in a high-risk domain; or the trace is in the pack's audit sample
+    (deterministic by ``key``, independent of the judge's sample)."""
+    judge = next((o for o in outcomes if o.tier == 3 and o.status == "completed"), None)
+    if judge is not None:
+        if judge.detail.get("rating") in judge_ratings:
+            return "judge_rating"
+        confidence = judge.detail.get("confidence")
+        if isinstance(confidence, int | float) and confidence < confidence_below:
+            return "judge_low_confidence"
+        if judge.detail.get("review_recommended") is True:
+            return "judge_recommended"
+    if risk_level in HIGH_RISK_LEVELS and any(
+        o.severity >= Severity.CRITICAL for o in outcomes if o.status == "completed"
+    ):
+        return "critical_finding"
+    if sampled(f"{key}:review", audit_sample_rate):
+        return "audit_sample"
     return None

@@ -192,12 +192,114 @@ class TierOutcome(BaseModel):
     detail: dict[str, Any] = Field(default_factory=dict)
     duration_ms: float = 0.0
     pack: PackRef | None = Field(default=None, description="Set by Tier 0: the pack the later tiers use.")
+    review: ReviewPolicy | None = Field(default=None, description="Set by Tier 0: the pack's review policy.")
 
 
 class FinalVerdict(BaseModel):
     passed: bool
     severity: Severity
     decided_by: str
+
+
+class ReviewPolicy(BaseModel):
+    """What the domain pack says about expert review; set by Tier 0 with the pack."""
+
+    risk_level: str
+    judge_ratings: list[str] = Field(default_factory=list)
+    confidence_below: float = 0.0
+    audit_sample_rate: float = 0.0
+    deadline_hours: float = 72.0
+
+
+# --------------------------------------------------------------------------
+# Expert labels
+# --------------------------------------------------------------------------
+
+LabelVerdict = Literal["pass", "fail"]
+LabelSeverity = Literal["none", "low", "medium", "high", "critical"]
+
+
+class LabelIssue(_Strict):
+    category: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+    severity: Literal["low", "medium", "high", "critical"]
+    message: Annotated[str, StringConstraints(max_length=1000)] = ""
+
+
+class ExpertLabelIn(_Strict):
+    """A reviewer's verdict on a trace, through the API."""
+
+    verdict: LabelVerdict
+    severity: LabelSeverity | None = Field(default=None, description="Default: none for pass, high for fail.")
+    issues: list[LabelIssue] = Field(default_factory=list, max_length=50)
+    notes: Annotated[str, StringConstraints(max_length=5000)] | None = None
+    reviewer: ShortText
+
+    def resolved_severity(self) -> Severity:
+        if self.severity is not None:
+            return Severity(self.severity)
+        return Severity.NONE if self.verdict == "pass" else Severity.HIGH
+
+
+class LabelSignal(BaseModel):
+    """A label as it reaches the workflow (update or signal).
+
+    It carries no free text: the API stores notes and issues in PostgreSQL
+    first and sends the row's id; an operator's signal from the Temporal UI
+    or CLI sends just these fields.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: LabelVerdict
+    severity: LabelSeverity | None = None
+    reviewer: ShortText
+    label_id: uuid.UUID | None = Field(default=None, description="Set by the API: the stored label.")
+
+    def resolved_severity(self) -> Severity:
+        if self.severity is not None:
+            return Severity(self.severity)
+        return Severity.NONE if self.verdict == "pass" else Severity.HIGH
+
+
+class LabelResult(BaseModel):
+    """What a label did: the final verdict after it, and whether labels disagree."""
+
+    label_id: uuid.UUID
+    verdict: FinalVerdict
+    changed: bool
+    labels: int
+    disagreement: bool
+
+
+class LabelOut(BaseModel):
+    label_id: uuid.UUID
+    version: int
+    verdict: str
+    severity: Severity
+    issues: list[dict[str, Any]]
+    notes: str | None
+    reviewer: str
+    source: str
+    created_at: dt.datetime
+
+
+class VerdictChangeOut(BaseModel):
+    version: int
+    from_verdict: FinalVerdict | None
+    to_verdict: FinalVerdict
+    changed_by: str
+    reason: str
+    label_id: uuid.UUID | None
+    created_at: dt.datetime
+
+
+class ReviewOut(BaseModel):
+    status: str = Field(description="pending, labelled or expired.")
+    reason: str
+    deadline: dt.datetime
+    claimed_by: str | None
+    created_at: dt.datetime
+    resolved_at: dt.datetime | None
 
 
 class IssueOut(BaseModel):
@@ -241,6 +343,12 @@ class EvaluationOut(BaseModel):
     tiers: list[dict[str, Any]] = Field(default_factory=list)
     issues: list[IssueOut] = Field(default_factory=list)
     judge_calls: list[JudgeCallOut] = Field(default_factory=list)
+    review: ReviewOut | None = None
+    labels: list[LabelOut] = Field(default_factory=list, description="Every expert label, latest last.")
+    verdict_history: list[VerdictChangeOut] = Field(
+        default_factory=list, description="Every change of the final verdict: who, when, from, to, why."
+    )
+    disagreement: bool = Field(default=False, description="True when experts' labels disagree.")
     workflow_id: str
     evaluated_at: dt.datetime | None = None
 
@@ -258,6 +366,9 @@ class EvaluateTraceInput(BaseModel):
     organization_id: uuid.UUID
     domain: str
     version: int = Field(default=1, ge=1, description="1, then +1 per re-evaluation.")
+    relabel: bool = Field(
+        default=False, description="Started only to apply a label to a finished evaluation."
+    )
     # Where the judge activity runs: its own queue, so LLM capacity is limited
     # and scaled apart from the cheap tiers.
     judge_task_queue: str = DEFAULT_JUDGE_TASK_QUEUE
@@ -304,6 +415,29 @@ class JudgeProgress(BaseModel):
     next_attempt_at: dt.datetime | None = None
 
 
+class ReviewRequestInfo(BaseModel):
+    """Expert review the automated verdict waits for (stored with it)."""
+
+    reason: str
+    risk_level: str
+    deadline: dt.datetime
+
+
+class ApplyLabelInput(BaseModel):
+    trace_id: uuid.UUID
+    organization_id: uuid.UUID
+    version: int
+    label: LabelSignal
+    source: Literal["api", "signal"]
+    label_id: uuid.UUID = Field(description="The label's id: the API's, or one the workflow drew.")
+
+
+class ReviewExpiredInput(BaseModel):
+    trace_id: uuid.UUID
+    organization_id: uuid.UUID
+    version: int
+
+
 class StatusUpdateInput(BaseModel):
     trace_id: uuid.UUID
     status: TraceStatus
@@ -318,6 +452,7 @@ class PersistInput(BaseModel):
     version: int = 1
     pack: PackRef | None = None
     outcomes: list[TierOutcome]
+    review: ReviewRequestInfo | None = Field(default=None, description="Set when an expert must review.")
 
 
 class DispatchSweepInput(BaseModel):
@@ -340,6 +475,9 @@ class WorkflowState(BaseModel):
     verdict: FinalVerdict | None = None
     version: int = 1
     judge: JudgeProgress | None = None
+    review_reason: str | None = None
+    review_deadline: dt.datetime | None = None
+    labels: int = 0
 
 
 def workflow_id_for(trace_id: uuid.UUID, version: int = 1) -> str:

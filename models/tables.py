@@ -216,6 +216,61 @@ class ExpertLabel(Base):
     notes: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(32))
+    # The evaluation version the label was given on.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class ReviewRequest(Base):
+    """A trace waiting for (or done with) expert review, one per evaluation version."""
+
+    __tablename__ = "review_requests"
+    __table_args__ = (
+        UniqueConstraint("trace_id", "version"),
+        # The queue: an organisation's pending reviews.
+        Index(
+            "ix_review_requests_pending",
+            "organization_id",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    trace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    domain: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    risk_level: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # pending | labelled | expired
+    deadline: Mapped[dt.datetime] = mapped_column(Timestamp)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[dt.datetime | None]
+    created_at: Mapped[dt.datetime] = _created_at()
+    resolved_at: Mapped[dt.datetime | None]
+
+
+class VerdictChange(Base):
+    """Audit trail: every change of a trace's final verdict, who made it and why."""
+
+    __tablename__ = "verdict_changes"
+    __table_args__ = (Index(None, "trace_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    trace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    from_passed: Mapped[bool | None] = mapped_column(Boolean)
+    from_severity: Mapped[str | None] = mapped_column(String(16))
+    from_decided_by: Mapped[str | None] = mapped_column(String(32))
+    to_passed: Mapped[bool] = mapped_column(Boolean)
+    to_severity: Mapped[str] = mapped_column(String(16))
+    to_decided_by: Mapped[str] = mapped_column(String(32))
+    changed_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(64))
+    label_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("expert_labels.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = _created_at()
 
 

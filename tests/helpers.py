@@ -9,7 +9,9 @@ from typing import Any
 
 import httpx
 
+# An evaluation awaiting review has its automated verdict: final until an expert labels it.
 FINAL = {"completed", "failed"}
+EVALUATED = FINAL | {"awaiting_review"}
 
 
 @dataclass
@@ -52,7 +54,7 @@ class OrgClient:
             response = await self.get(f"/api/v1/evaluations/{trace_id}")
             assert response.status_code == 200, response.text
             body: dict[str, Any] = response.json()
-            if body["status"] in FINAL:
+            if body["status"] in EVALUATED:
                 return body
             if time.monotonic() > deadline:
                 raise AssertionError(f"evaluation of {trace_id} not final after {timeout}s: {body['status']}")

@@ -128,11 +128,20 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path: Path, fake_llm: Fa
             ).json()["trace_id"]
             while (judged := client.get(f"/api/v1/evaluations/{escalated}", headers=headers).json())[
                 "status"
-            ] != "completed":
+            ] != "awaiting_review":
                 assert time.monotonic() < deadline + 30, judged
                 time.sleep(0.2)
+            # The judge's "unsafe" is one the healthcare pack sends to an expert.
             assert (judged["passed"], judged["decided_by"]) == (False, "judge")
+            assert judged["review"]["reason"] == "judge_rating"
             assert len(fake_llm.calls("dev-judge")) == 1
+            label = client.post(
+                f"/api/v1/traces/{escalated}/labels",
+                headers=headers,
+                json={"verdict": "pass", "reviewer": "dr.jones", "notes": "Standard OTC dose."},
+            )
+            assert label.status_code == 200, label.text
+            assert label.json()["verdict"] == {"passed": True, "severity": "none", "decided_by": "expert"}
             # The Temporal web UI is served.
             assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10).status_code == 200
     finally:

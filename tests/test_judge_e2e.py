@@ -38,6 +38,9 @@ display_name: Always judged
 extends: generic
 escalation:
   judge_always: true
+  # These tests are about the judge: its verdicts never wait for an expert.
+  review_judge_ratings: []
+  review_confidence_below: 0
 """
 SSN = "123-45-6789"
 

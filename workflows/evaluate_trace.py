@@ -9,28 +9,44 @@ The judge (Tier 3) runs on its own task queue, and its retries are driven
 here rather than by Temporal's retry policy: the workflow then knows each
 attempt and its error, can wait exactly as long as a provider's
 Retry-After asks, and shows the trace as ``retrying`` meanwhile.
+
+Expert review (Tier 4) is the workflow waiting: when the pack's policy
+asks for review, the automated verdict is stored, the trace is
+``awaiting_review``, and the workflow waits for a label — an update
+(``submit_label``, from the API) or a signal (``expert_label``, from the
+Temporal UI or CLI) — until the pack's deadline, then completes with the
+automated verdict as ``review_expired``. A label given after completion
+starts a short run of the same workflow id (``relabel``) that applies it.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE, TRACE_NOT_FOUND
     from core import search_attributes as sa
-    from evaluators.escalation import JUDGE, TIER_NAMES, next_tier
+    from evaluators.escalation import EXPERT, EXPERT_TIER, JUDGE, TIER_NAMES, next_tier, review_reason
     from models.schemas import (
+        ApplyLabelInput,
         EvaluateTraceInput,
         FinalVerdict,
         JudgeFailure,
         JudgeInput,
         JudgeProgress,
+        LabelResult,
+        LabelSignal,
         PackRef,
         PersistInput,
+        ReviewExpiredInput,
+        ReviewPolicy,
+        ReviewRequestInfo,
         StatusUpdateInput,
         TierInput,
         TierOutcome,
@@ -38,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         WorkflowState,
     )
 
-TIER_ACTIVITIES = ("tier0_sanitise", "tier1_rules", "tier2_classifier", "tier3_judge", "tier4_expert_review")
+TIER_ACTIVITIES = ("tier0_sanitise", "tier1_rules", "tier2_classifier", "tier3_judge")
 
 # PostgreSQL or a provider being down for a while must delay an evaluation,
 # not drop it: retry with capped backoff for up to a day, then fail visibly.
@@ -65,11 +81,17 @@ JUDGE_BACKOFF_MAX_SECONDS = 300.0
 # A Retry-After beyond this is capped: the trace is retried, not parked for days.
 JUDGE_RETRY_AFTER_MAX_SECONDS = 1800.0
 JUDGE_FAILED = "JudgeCallFailed"
+# How long a run started only to apply a label waits for it (it comes with the start).
+RELABEL_WAIT = timedelta(minutes=5)
+
+# A label waiting to be applied: the label, where it came from, its id.
+PendingLabel = tuple[LabelSignal, str, Any]
 
 
 @workflow.defn(name="EvaluateTrace")
 class EvaluateTrace:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, task: EvaluateTraceInput) -> None:
         self._trace_id = None
         self._status = TraceStatus.QUEUED
         self._current_tier = "none"
@@ -77,6 +99,42 @@ class EvaluateTrace:
         self._verdict: FinalVerdict | None = None
         self._version = 1
         self._judge: JudgeProgress | None = None
+        self._review_reason: str | None = None
+        self._review_deadline = None
+        # A run started to apply a label takes it from the first moment: the
+        # update comes with the start, before run() has begun.
+        self._accepting_labels = task.relabel
+        self._pending_labels: list[PendingLabel] = []
+        self._label_results: dict[Any, LabelResult] = {}
+
+    # -- expert labels ----------------------------------------------------
+
+    @workflow.update(name="submit_label")
+    async def submit_label(self, label: LabelSignal) -> LabelResult:
+        """A validated label with a synchronous answer: the new final verdict."""
+        label_id = label.label_id or workflow.uuid4()
+        self._pending_labels.append((label, "api" if label.label_id else "signal", label_id))
+        await workflow.wait_condition(lambda: label_id in self._label_results)
+        return self._label_results[label_id]
+
+    @submit_label.validator
+    def _label_accepted(self, label: LabelSignal) -> None:
+        if not self._accepting_labels:
+            raise ValueError(f"this evaluation is {self._status.value}, not waiting for a label")
+
+    @workflow.signal(name="expert_label")
+    def expert_label(self, payload: dict[str, Any]) -> None:
+        """A label from the Temporal UI or CLI. A signal has no answer, so a
+        bad one is logged and dropped rather than failing the workflow."""
+        try:
+            label = LabelSignal.model_validate(payload)
+        except ValueError:
+            workflow.logger.warning("expert_label signal ignored: invalid payload")
+            return
+        if not self._accepting_labels:
+            workflow.logger.warning("expert_label signal ignored: not waiting for a label")
+            return
+        self._pending_labels.append((label, "signal", workflow.uuid4()))
 
     @workflow.query(name="status")
     def status(self) -> WorkflowState:
@@ -88,38 +146,40 @@ class EvaluateTrace:
             verdict=self._verdict,
             version=self._version,
             judge=self._judge,
+            review_reason=self._review_reason,
+            review_deadline=self._review_deadline,
+            labels=len(self._label_results),
         )
 
     @workflow.run
     async def run(self, task: EvaluateTraceInput) -> FinalVerdict | None:
         self._trace_id = task.trace_id
         self._version = task.version
+        if task.relabel:
+            return await self._relabel(task)
         self._set_status(TraceStatus.EVALUATING)
-        pack = None  # chosen by Tier 0, pinned for the later tiers
         try:
-            tier = next_tier(self._outcomes)
-            while tier is not None:
-                self._current_tier = TIER_NAMES[tier]
-                workflow.upsert_search_attributes([sa.TIER.value_set(self._current_tier)])
-                if tier == JUDGE_TIER and pack is not None:
-                    outcome = await self._run_judge(task, pack)
-                else:
-                    outcome = await self._step(
-                        TIER_ACTIVITIES[tier],
-                        TierInput(
-                            trace_id=task.trace_id,
-                            organization_id=task.organization_id,
-                            domain=task.domain,
-                            pack=pack,
-                            previous=self._outcomes,
-                        ),
-                        TierOutcome,
-                    )
-                pack = pack or outcome.pack
-                self._outcomes.append(outcome)
-                tier = next_tier(self._outcomes)
-
+            pack, policy = await self._climb(task)
+            reason = None
+            if policy is not None:
+                reason = review_reason(
+                    self._outcomes,
+                    risk_level=policy.risk_level,
+                    judge_ratings=policy.judge_ratings,
+                    confidence_below=policy.confidence_below,
+                    audit_sample_rate=policy.audit_sample_rate,
+                    key=str(task.trace_id),
+                )
+            review = None
+            if reason is not None and policy is not None:
+                self._review_reason = reason
+                self._review_deadline = workflow.now() + timedelta(hours=policy.deadline_hours)
+                review = ReviewRequestInfo(
+                    reason=reason, risk_level=policy.risk_level, deadline=self._review_deadline
+                )
             info = workflow.info()
+            # The automated verdict is stored now, also when review follows:
+            # it stands until an expert labels the trace, or for good.
             self._verdict = await self._step(
                 "persist_evaluation",
                 PersistInput(
@@ -131,9 +191,12 @@ class EvaluateTrace:
                     version=task.version,
                     pack=pack,
                     outcomes=self._outcomes,
+                    review=review,
                 ),
                 FinalVerdict,
             )
+            if review is not None:
+                await self._await_review(task, review)
         except ActivityError as err:
             if isinstance(err.cause, ApplicationError) and err.cause.type == TRACE_NOT_FOUND:
                 # Deleted while we were evaluating it: nothing left to evaluate.
@@ -146,13 +209,108 @@ class EvaluateTrace:
             )
             self._set_status(TraceStatus.FAILED)
             raise ApplicationError("evaluation failed", type="EvaluationFailed", non_retryable=True) from err
+        self._finish()
+        return self._verdict
 
+    async def _climb(self, task: EvaluateTraceInput) -> tuple[PackRef | None, ReviewPolicy | None]:
+        """Tiers 0-3, cheapest first, as far as the escalation policy sends the trace."""
+        pack = policy = None  # chosen by Tier 0, pinned for the later tiers
+        tier = next_tier(self._outcomes)
+        while tier is not None and tier < EXPERT_TIER:
+            self._current_tier = TIER_NAMES[tier]
+            workflow.upsert_search_attributes([sa.TIER.value_set(self._current_tier)])
+            if tier == JUDGE_TIER and pack is not None:
+                outcome = await self._run_judge(task, pack)
+            else:
+                outcome = await self._step(
+                    TIER_ACTIVITIES[tier],
+                    TierInput(
+                        trace_id=task.trace_id,
+                        organization_id=task.organization_id,
+                        domain=task.domain,
+                        pack=pack,
+                        previous=self._outcomes,
+                    ),
+                    TierOutcome,
+                )
+            pack = pack or outcome.pack
+            policy = policy or outcome.review
+            self._outcomes.append(outcome)
+            tier = next_tier(self._outcomes)
+        return pack, policy
+
+    async def _await_review(self, task: EvaluateTraceInput, review: ReviewRequestInfo) -> None:
+        """Wait for an expert's label until the deadline, then apply it (or expire)."""
+        self._current_tier = EXPERT
+        self._accepting_labels = True
+        self._set_status(TraceStatus.AWAITING_REVIEW)
+        workflow.upsert_search_attributes([sa.TIER.value_set(EXPERT)])
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._pending_labels), timeout=review.deadline - workflow.now()
+            )
+        except TimeoutError:  # the deadline passed
+            self._accepting_labels = False
+            await self._step(
+                "expire_review",
+                ReviewExpiredInput(
+                    trace_id=task.trace_id, organization_id=task.organization_id, version=task.version
+                ),
+                None,
+            )
+            return
+        await self._apply_labels(task)
+
+    async def _relabel(self, task: EvaluateTraceInput) -> FinalVerdict | None:
+        """A run started (with its label) after the evaluation had finished."""
+        self._current_tier = EXPERT
+        try:
+            await workflow.wait_condition(lambda: bool(self._pending_labels), timeout=RELABEL_WAIT)
+        except TimeoutError:  # the deadline passed
+            return None
+        await self._apply_labels(task)
+        self._finish()
+        return self._verdict
+
+    async def _apply_labels(self, task: EvaluateTraceInput) -> None:
+        """Apply labels in arrival order until none is waiting and every
+        update handler has its answer; the latest label decides."""
+        while True:
+            while self._pending_labels:
+                label, source, label_id = self._pending_labels.pop(0)
+                result = await self._step(
+                    "apply_expert_label",
+                    ApplyLabelInput(
+                        trace_id=task.trace_id,
+                        organization_id=task.organization_id,
+                        version=task.version,
+                        label=label,
+                        source=source,
+                        label_id=label_id,
+                    ),
+                    LabelResult,
+                )
+                self._label_results[label_id] = result
+                self._verdict = result.verdict
+            await workflow.wait_condition(
+                lambda: bool(self._pending_labels) or workflow.all_handlers_finished()
+            )
+            if not self._pending_labels:
+                # In the same workflow task as the check above: no update
+                # can be accepted now that would never be applied.
+                self._accepting_labels = False
+                return
+
+    def _finish(self) -> None:
         self._current_tier = "done"
         self._set_status(TraceStatus.COMPLETED)
-        workflow.upsert_search_attributes(
-            [sa.TIER.value_set(self._verdict.decided_by), sa.SEVERITY.value_set(self._verdict.severity.value)]
-        )
-        return self._verdict
+        if self._verdict is not None:
+            workflow.upsert_search_attributes(
+                [
+                    sa.TIER.value_set(self._verdict.decided_by),
+                    sa.SEVERITY.value_set(self._verdict.severity.value),
+                ]
+            )
 
     async def _run_judge(self, task: EvaluateTraceInput, pack: PackRef) -> TierOutcome:
         """Tier 3 until it answers, fails for good, or a day has passed.
@@ -237,7 +395,7 @@ def _judge_failure(err: ActivityError) -> JudgeFailure:
             return JudgeFailure.model_validate(cause.details[0])
         except ValueError:
             pass  # a malformed report must not wedge the workflow: retry like any failure
-    if isinstance(cause, TimeoutError):
+    if isinstance(cause, ActivityTimeoutError):
         return JudgeFailure(
             kind="timeout",
             retryable=True,

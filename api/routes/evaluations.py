@@ -14,8 +14,27 @@ from api.errors import ApiError
 from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
 from api.routes.traces import load_trace
 from evaluators.types import Severity
-from models.schemas import EvaluationOut, IssueOut, JudgeCallOut, Page, TraceStatus, workflow_id_for
-from models.tables import EvaluationIssue, EvaluationResult, JudgeCall, Trace
+from models.schemas import (
+    EvaluationOut,
+    FinalVerdict,
+    IssueOut,
+    JudgeCallOut,
+    LabelOut,
+    Page,
+    ReviewOut,
+    TraceStatus,
+    VerdictChangeOut,
+    workflow_id_for,
+)
+from models.tables import (
+    EvaluationIssue,
+    EvaluationResult,
+    ExpertLabel,
+    JudgeCall,
+    ReviewRequest,
+    Trace,
+    VerdictChange,
+)
 
 router = APIRouter(tags=["evaluations"])
 
@@ -120,7 +139,72 @@ async def get_evaluation(
             .order_by(JudgeCall.attempt)
         )
     )
-    return _evaluation_out(trace, result, issues, version=shown, versions=sorted(results), judge_calls=calls)
+    out = _evaluation_out(trace, result, issues, version=shown, versions=sorted(results), judge_calls=calls)
+    await _add_review(session, trace.id, shown, out)
+    return out
+
+
+async def _add_review(session: Session, trace_id: uuid.UUID, version: int, out: EvaluationOut) -> None:
+    """The review request, labels and verdict history of one evaluation version."""
+    review = await session.scalar(
+        select(ReviewRequest).where(ReviewRequest.trace_id == trace_id, ReviewRequest.version == version)
+    )
+    if review is not None:
+        out.review = ReviewOut(
+            status=review.status,
+            reason=review.reason,
+            deadline=review.deadline,
+            claimed_by=review.claimed_by,
+            created_at=review.created_at,
+            resolved_at=review.resolved_at,
+        )
+    labels = await session.scalars(
+        select(ExpertLabel)
+        .where(ExpertLabel.trace_id == trace_id, ExpertLabel.version == version)
+        .order_by(ExpertLabel.created_at, ExpertLabel.id)
+    )
+    out.labels = [
+        LabelOut(
+            label_id=label.id,
+            version=label.version,
+            verdict=label.verdict,
+            severity=Severity(label.severity),
+            issues=label.issues,
+            notes=label.notes,
+            reviewer=label.reviewer,
+            source=label.source,
+            created_at=label.created_at,
+        )
+        for label in labels
+    ]
+    out.disagreement = len({label.verdict for label in out.labels}) > 1
+    changes = await session.scalars(
+        select(VerdictChange)
+        .where(VerdictChange.trace_id == trace_id, VerdictChange.version == version)
+        .order_by(VerdictChange.created_at, VerdictChange.id)
+    )
+    out.verdict_history = [
+        VerdictChangeOut(
+            version=change.version,
+            from_verdict=None
+            if change.from_passed is None
+            else FinalVerdict(
+                passed=change.from_passed,
+                severity=Severity(change.from_severity or "none"),
+                decided_by=change.from_decided_by or "",
+            ),
+            to_verdict=FinalVerdict(
+                passed=change.to_passed,
+                severity=Severity(change.to_severity),
+                decided_by=change.to_decided_by,
+            ),
+            changed_by=change.changed_by,
+            reason=change.reason,
+            label_id=change.label_id,
+            created_at=change.created_at,
+        )
+        for change in changes
+    ]
 
 
 @router.get("/evaluations", response_model=Page[EvaluationOut])
