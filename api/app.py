@@ -10,7 +10,19 @@ from fastapi import FastAPI
 from api.deps import AppResources
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
-from api.routes import domains, evaluations, health, judge, labels, organizations, traces, usage
+from api.routes import (
+    alerts,
+    domains,
+    evaluations,
+    health,
+    judge,
+    labels,
+    operations,
+    organizations,
+    reviews,
+    traces,
+    usage,
+)
 from core.db import create_engine, create_session_factory
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -52,5 +64,8 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(domains.router, prefix="/api/v1")
     app.include_router(judge.router, prefix="/api/v1")
     app.include_router(labels.router, prefix="/api/v1")
+    app.include_router(reviews.router, prefix="/api/v1")
     app.include_router(usage.router, prefix="/api/v1")
+    app.include_router(alerts.router, prefix="/api/v1")
+    app.include_router(operations.router, prefix="/api/v1")
     return app

@@ -83,7 +83,7 @@ def run_dev(settings: Settings) -> int:
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("AEGIS_ALLOW_SIGNUP", "true")  # local playground: open signup
-    env.setdefault("AEGIS_JUDGE_ALLOW_PRIVATE_URLS", "true")  # a judge on a local model server
+    env.setdefault("AEGIS_ALLOW_PRIVATE_URLS", "true")  # a local model server or webhook receiver
     if settings.secret_key is None:
         env["AEGIS_SECRET_KEY"] = dev_secret_key(home)
     supervisor = Supervisor()
@@ -133,6 +133,7 @@ def run_dev(settings: Settings) -> int:
             )
             temporal_address = f"127.0.0.1:{port}"
             ui_url = f"http://localhost:{ui_port}"
+            env.setdefault("AEGIS_TEMPORAL_UI_URL", ui_url)
             asyncio.run(wait_for_temporal(temporal_address, settings.temporal_namespace))
         env["AEGIS_TEMPORAL_ADDRESS"] = temporal_address
 

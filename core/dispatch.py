@@ -60,6 +60,8 @@ async def start_evaluation(
             ),
             id=workflow_id_for(trace_id, version),
             task_queue=settings.task_queue,
+            # Ids only: summaries are stored unencrypted, like search attributes.
+            static_summary=f"Evaluate trace {trace_id} ({domain}), version {version}",
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(

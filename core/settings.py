@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         description="host:port of the Temporal frontend. `aegis dev` starts a dev server when unset.",
     )
     temporal_namespace: str = "default"
+    temporal_ui_url: str | None = Field(
+        default=None,
+        description="Base URL of the Temporal web UI, for links to a trace's workflow "
+        "(`aegis dev` sets its own).",
+    )
     task_queue: str = "aegis-evaluations"
     home: Path = Field(default=Path(".aegis"), description="Data folder of `aegis dev`.")
     dev_temporal_port: int = Field(
@@ -82,10 +87,10 @@ class Settings(BaseSettings):
         default=None, description="API root; required for `openai_compatible` (vLLM, Ollama, gateways)."
     )
     judge_api_key: SecretStr | None = Field(default=None, description="Key of the deployment-wide judge.")
-    judge_allow_private_urls: bool = Field(
+    allow_private_urls: bool = Field(
         default=False,
-        description="Let organisations point their judge at localhost or private addresses "
-        "(true in `aegis dev`, for a local model server).",
+        description="Let organisations point their judge or alert webhooks at localhost or private "
+        "addresses (true in `aegis dev`, for a local model server or receiver).",
     )
     judge_temperature: float = Field(default=0.0, ge=0, le=2)
     judge_max_tokens: int = Field(default=1024, ge=1, le=32000)
@@ -133,3 +138,11 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def workflow_url(settings: Settings, workflow_id: str) -> str | None:
+    """Link to a workflow in the Temporal web UI, when its URL is configured."""
+    if not settings.temporal_ui_url:
+        return None
+    base = settings.temporal_ui_url.rstrip("/")
+    return f"{base}/namespaces/{settings.temporal_namespace}/workflows/{workflow_id}"

@@ -21,6 +21,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+from activities.alerts import AlertActivities
 from activities.dispatch import DispatchActivities
 from activities.judge import JudgeActivities
 from activities.persist import PersistActivities
@@ -55,6 +56,7 @@ def build_workers(
             *TierActivities(session_factory, packs).all(),
             *PersistActivities(session_factory, packs).all(),
             *ReviewActivities(session_factory).all(),
+            *AlertActivities(session_factory, settings).all(),
             DispatchActivities(session_factory, client, settings).dispatch_pending,
         ]
         workers.append(

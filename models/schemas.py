@@ -147,6 +147,9 @@ class TraceOut(BaseModel):
     status: TraceStatus
     created_at: dt.datetime
     evaluated_at: dt.datetime | None
+    evaluation_version: int
+    workflow_id: str = Field(description="The Temporal workflow of the current evaluation version.")
+    workflow_url: str | None = Field(description="That workflow in the Temporal UI (AEGIS_TEMPORAL_UI_URL).")
 
 
 class ReevaluationAccepted(BaseModel):
@@ -430,6 +433,11 @@ class ApplyLabelInput(BaseModel):
     label: LabelSignal
     source: Literal["api", "signal"]
     label_id: uuid.UUID = Field(description="The label's id: the API's, or one the workflow drew.")
+
+
+class DeliverAlertsInput(BaseModel):
+    trace_id: uuid.UUID
+    organization_id: uuid.UUID
 
 
 class ReviewExpiredInput(BaseModel):

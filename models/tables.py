@@ -287,6 +287,42 @@ class Alert(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[dt.datetime] = _created_at()
     acknowledged_at: Mapped[dt.datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    # pending (not yet sent), delivered (every channel took it), failed
+    # (some channel refused it after the retries), none (no channel).
+    delivery_status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+
+
+class AlertChannel(Base):
+    """Where an organisation's alerts go: a signed webhook or a Slack-compatible one."""
+
+    __tablename__ = "alert_channels"
+    __table_args__ = (Index(None, "organization_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # webhook | slack
+    url_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    # HMAC key of a webhook channel (Fernet token); shown once at creation.
+    secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
+class AlertDelivery(Base):
+    """One attempt to deliver one alert to one channel."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (Index(None, "alert_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    channel_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert_channels.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    delivered: Mapped[bool] = mapped_column(Boolean)
+    http_status: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = _created_at()
 
 
 class ModelVersion(Base):

@@ -122,7 +122,7 @@ def settings(database_url: str, temporal_client: Client) -> Settings:
         judge_task_queue=f"aegis-test-judge-{uuid.uuid4().hex[:8]}",
         secret_key=new_secret_key(),
         # The fake provider listens on 127.0.0.1.
-        judge_allow_private_urls=True,
+        allow_private_urls=True,
         allow_signup=True,
         admin_token=ADMIN_TOKEN,
         temporal_rpc_timeout_seconds=2.0,

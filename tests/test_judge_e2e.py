@@ -376,7 +376,7 @@ async def test_private_base_urls_need_the_deployment_to_allow_them(
     org: OrgClient, resources: AppResources
 ) -> None:
     strict = AppResources(
-        resources.settings.model_copy(update={"judge_allow_private_urls": False}),
+        resources.settings.model_copy(update={"allow_private_urls": False}),
         resources.session_factory,
         resources.temporal,
     )

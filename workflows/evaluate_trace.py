@@ -32,9 +32,11 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE, TRACE_NOT_FOUND
     from core import search_attributes as sa
+    from core.alerts import MAX_DELIVERY_ATTEMPTS
     from evaluators.escalation import EXPERT, EXPERT_TIER, JUDGE, TIER_NAMES, next_tier, review_reason
     from models.schemas import (
         ApplyLabelInput,
+        DeliverAlertsInput,
         EvaluateTraceInput,
         FinalVerdict,
         JudgeFailure,
@@ -55,6 +57,16 @@ with workflow.unsafe.imports_passed_through():
     )
 
 TIER_ACTIVITIES = ("tier0_sanitise", "tier1_rules", "tier2_classifier", "tier3_judge")
+# What each step does, in the words the Temporal UI shows on the timeline.
+STEP_SUMMARIES = {
+    "tier0_sanitise": "Tier 0: normalise, redact personal data, pick the domain pack",
+    "tier1_rules": "Tier 1: the domain pack's rules",
+    "tier2_classifier": "Tier 2: learned risk classifier",
+    "persist_evaluation": "Store the verdict, issues and usage",
+    "apply_expert_label": "Apply an expert's label (overrides the automated verdict)",
+    "expire_review": "Review deadline passed: the automated verdict stands",
+    "mark_trace_failed": "Give up: mark the trace failed",
+}
 
 # PostgreSQL or a provider being down for a while must delay an evaluation,
 # not drop it: retry with capped backoff for up to a day, then fail visibly.
@@ -81,6 +93,8 @@ JUDGE_BACKOFF_MAX_SECONDS = 300.0
 # A Retry-After beyond this is capped: the trace is retried, not parked for days.
 JUDGE_RETRY_AFTER_MAX_SECONDS = 1800.0
 JUDGE_FAILED = "JudgeCallFailed"
+# The time one alert delivery attempt may take.
+ALERT_DELIVERY_TIMEOUT = timedelta(minutes=2)
 # How long a run started only to apply a label waits for it (it comes with the start).
 RELABEL_WAIT = timedelta(minutes=5)
 
@@ -172,6 +186,9 @@ class EvaluateTrace:
                 )
             review = None
             if reason is not None and policy is not None:
+                # From here a label may come: the stored verdict will say
+                # awaiting_review before this run reaches the wait below.
+                self._accepting_labels = True
                 self._review_reason = reason
                 self._review_deadline = workflow.now() + timedelta(hours=policy.deadline_hours)
                 review = ReviewRequestInfo(
@@ -195,6 +212,7 @@ class EvaluateTrace:
                 ),
                 FinalVerdict,
             )
+            await self._deliver_alerts(task)
             if review is not None:
                 await self._await_review(task, review)
         except ActivityError as err:
@@ -245,12 +263,21 @@ class EvaluateTrace:
         self._accepting_labels = True
         self._set_status(TraceStatus.AWAITING_REVIEW)
         workflow.upsert_search_attributes([sa.TIER.value_set(EXPERT)])
+        workflow.set_current_details(
+            f"Awaiting expert review ({review.reason}) "
+            f"until {review.deadline.isoformat(timespec='minutes')}. "
+            "Label with the API, or signal `expert_label` with "
+            '{"verdict": "pass"|"fail", "severity": "...", "reviewer": "..."}.'
+        )
         try:
             await workflow.wait_condition(
-                lambda: bool(self._pending_labels), timeout=review.deadline - workflow.now()
+                lambda: bool(self._pending_labels),
+                timeout=review.deadline - workflow.now(),
+                timeout_summary="review deadline",
             )
         except TimeoutError:  # the deadline passed
             self._accepting_labels = False
+            workflow.set_current_details("Review expired: the automated verdict stands.")
             await self._step(
                 "expire_review",
                 ReviewExpiredInput(
@@ -301,7 +328,32 @@ class EvaluateTrace:
                 self._accepting_labels = False
                 return
 
+    async def _deliver_alerts(self, task: EvaluateTraceInput) -> None:
+        """Send the alerts the verdict raised, with a few retries; a channel
+        that stays down is recorded, never a reason to fail the evaluation."""
+        try:
+            await workflow.execute_activity(
+                "deliver_alerts",
+                DeliverAlertsInput(trace_id=task.trace_id, organization_id=task.organization_id),
+                result_type=int,
+                start_to_close_timeout=ALERT_DELIVERY_TIMEOUT,
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=2.0,
+                    maximum_attempts=MAX_DELIVERY_ATTEMPTS,
+                ),
+                summary="Deliver alerts to the organisation's channels",
+            )
+        except ActivityError:
+            workflow.logger.warning("alert delivery failed; recorded with the alert")
+
     def _finish(self) -> None:
+        if self._verdict is not None:
+            verdict = self._verdict
+            workflow.set_current_details(
+                f"Done: {'passed' if verdict.passed else 'failed'}, severity {verdict.severity.value}, "
+                f"decided by {verdict.decided_by}."
+            )
         self._current_tier = "done"
         self._set_status(TraceStatus.COMPLETED)
         if self._verdict is not None:
@@ -348,6 +400,7 @@ class EvaluateTrace:
                     schedule_to_close_timeout=JUDGE_SCHEDULE_TO_CLOSE,
                     heartbeat_timeout=JUDGE_HEARTBEAT_TIMEOUT,
                     retry_policy=RetryPolicy(maximum_attempts=1),
+                    summary=f"Tier 3: LLM judge, attempt {attempt}",
                 )
             except ActivityError as err:
                 if isinstance(err.cause, ApplicationError) and err.cause.type == TRACE_NOT_FOUND:
@@ -369,7 +422,12 @@ class EvaluateTrace:
                 )
             self._judge.next_attempt_at = workflow.now() + delay
             self._set_status(TraceStatus.RETRYING)
-            await workflow.sleep(delay)
+            workflow.set_current_details(
+                f"Judge retrying: attempt {attempt} failed ({failure.kind}: {failure.message}); "
+                f"next attempt at {self._judge.next_attempt_at.isoformat(timespec='seconds')}"
+            )
+            await workflow.sleep(delay, summary=f"wait before judge attempt {attempt + 1} ({failure.kind})")
+            workflow.set_current_details("")
             self._set_status(TraceStatus.EVALUATING)
 
     async def _step(self, activity: str, arg: object, result_type: type | None):
@@ -380,6 +438,7 @@ class EvaluateTrace:
             start_to_close_timeout=STEP_TIMEOUT,
             schedule_to_close_timeout=GIVE_UP_AFTER,
             retry_policy=DURABLE_RETRY,
+            summary=STEP_SUMMARIES.get(activity),
         )
 
     def _set_status(self, status: TraceStatus) -> None:

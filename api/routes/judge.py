@@ -162,7 +162,7 @@ async def put_judge_config(
         for detail in details:
             detail["field"] = "body" + (f".{detail['field']}" if detail["field"] else "")
         raise ApiError(422, "invalid_judge_config", "Invalid judge configuration", details) from None
-    if config.base_url and private_host(config.base_url) and not resources.settings.judge_allow_private_urls:
+    if config.base_url and private_host(config.base_url) and not resources.settings.allow_private_urls:
         raise ApiError(
             422,
             "invalid_judge_config",

@@ -103,6 +103,7 @@ async def label_trace(
         ),
         id=workflow_id,
         task_queue=settings.task_queue,
+        static_summary=f"Apply an expert label to trace {trace.id}, version {trace.evaluation_version}",
         # A running evaluation takes the label itself; a finished one is
         # followed by a short run of the same id that applies it.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

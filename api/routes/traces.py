@@ -18,6 +18,7 @@ from api.errors import ApiError, validation_details
 from api.ingest import ingest
 from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
 from core.dispatch import mark_queued, start_evaluation
+from core.settings import workflow_url
 from models.schemas import (
     FINAL_STATUSES,
     BatchAccepted,
@@ -136,8 +137,15 @@ async def load_trace(session: Session, caller: CurrentCaller, trace_id: uuid.UUI
 
 
 @router.get("/traces/{trace_id}", response_model=TraceOut)
-async def get_trace(trace_id: uuid.UUID, caller: CurrentCaller, session: Session) -> TraceOut:
-    return TraceOut.model_validate(_trace_fields(await load_trace(session, caller, trace_id)))
+async def get_trace(
+    trace_id: uuid.UUID, caller: CurrentCaller, session: Session, resources: Resources
+) -> TraceOut:
+    trace = await load_trace(session, caller, trace_id)
+    workflow_id = workflow_id_for(trace.id, trace.evaluation_version)
+    return TraceOut.model_validate(
+        _trace_fields(trace)
+        | {"workflow_id": workflow_id, "workflow_url": workflow_url(resources.settings, workflow_id)}
+    )
 
 
 @router.delete("/traces/{trace_id}", status_code=status.HTTP_204_NO_CONTENT)
