@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from sqlalchemy import select, update
@@ -12,10 +13,19 @@ from temporalio import activity
 
 from activities.errors import trace_not_found
 from core.judges import add_usage
+from core.packs import PackResolver
+from domains import available_domains
 from evaluators.escalation import EXPERT, EXPERT_TIER
 from evaluators.types import Severity
-from models.schemas import ApplyLabelInput, FinalVerdict, LabelResult, ReviewExpiredInput, TraceStatus
-from models.tables import EvaluationResult, ExpertLabel, ReviewRequest, Trace, VerdictChange
+from models.schemas import (
+    ApplyLabelInput,
+    FinalVerdict,
+    LabelResult,
+    PackRef,
+    ReviewExpiredInput,
+    TraceStatus,
+)
+from models.tables import Alert, EvaluationResult, ExpertLabel, ReviewRequest, Trace, VerdictChange
 
 # The label that decides among several: the latest (a second opinion
 # replaces the first; every label stays on record).
@@ -28,8 +38,23 @@ def _with_expert_tier(tiers: list[Any], entry: dict[str, Any]) -> list[Any]:
 
 
 class ReviewActivities:
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], packs: PackResolver) -> None:
         self._sessions = session_factory
+        self._packs = packs
+
+    async def _alert_severities(self, organization_id: uuid.UUID, result: EvaluationResult) -> set[str]:
+        """The alerting severities of the pack the evaluation ran with."""
+        if result.pack_name is None or result.pack_version is None:
+            return set()
+        # An organisation's pack can never take a shipped pack's name.
+        source = "builtin" if result.pack_name in available_domains() else "organization"
+        try:
+            pack = await self._packs.get(
+                organization_id, PackRef(source=source, name=result.pack_name, version=result.pack_version)
+            )
+        except LookupError:
+            return set()
+        return {severity.value for severity in pack.alerts.severities}
 
     @activity.defn(name="apply_expert_label")
     async def apply_label(self, task: ApplyLabelInput) -> LabelResult:
@@ -102,6 +127,21 @@ class ReviewActivities:
                         changed_by=deciding.reviewer,
                         reason="expert_label",
                         label_id=deciding.id,
+                    )
+                )
+            if changed and verdict.severity.value in await self._alert_severities(
+                task.organization_id, result
+            ):
+                # The pack's alert rules apply to an expert's verdict too.
+                session.add(
+                    Alert(
+                        organization_id=task.organization_id,
+                        trace_id=task.trace_id,
+                        severity=verdict.severity.value,
+                        kind="expert_label",
+                        message=f"Expert label: trace {'passed' if verdict.passed else 'failed'}, "
+                        f"severity {verdict.severity.value}",
+                        details={"label_id": str(deciding.id), "reviewer": deciding.reviewer},
                     )
                 )
             result.passed = verdict.passed

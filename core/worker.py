@@ -55,7 +55,7 @@ def build_workers(
         activities = [
             *TierActivities(session_factory, packs).all(),
             *PersistActivities(session_factory, packs).all(),
-            *ReviewActivities(session_factory).all(),
+            *ReviewActivities(session_factory, packs).all(),
             *AlertActivities(session_factory, settings).all(),
             DispatchActivities(session_factory, client, settings).dispatch_pending,
         ]

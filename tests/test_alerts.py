@@ -160,3 +160,26 @@ async def test_bad_channels_and_unknown_alerts_are_4xx(org: OrgClient, other_org
         "/api/v1/alerts/00000000-0000-0000-0000-000000000000/acknowledge", json={"by": "x"}
     )
     assert missing.status_code == 404
+
+
+async def test_an_expert_label_that_makes_a_trace_critical_alerts(org: OrgClient, receiver: Receiver) -> None:
+    await publish_pack(org)
+    created = await org.post(
+        "/api/v1/alert-channels", json={"name": "pager", "kind": "webhook", "url": f"{receiver.url}/hook"}
+    )
+    assert created.status_code == 201
+    trace_id = await org.submit(domain="alerting", input="Status?", output="All systems nominal.")
+    assert (await org.wait_for_evaluation(trace_id))["passed"] is True
+
+    label = await org.post(
+        f"/api/v1/traces/{trace_id}/labels",
+        json={"verdict": "fail", "severity": "critical", "reviewer": "dr.q"},
+    )
+    assert label.status_code == 200, label.text
+    [alert] = await alerts_of(org, trace_id, until="delivered")
+    assert (alert["kind"], alert["severity"], alert["details"]["reviewer"]) == (
+        "expert_label",
+        "critical",
+        "dr.q",
+    )
+    assert json.loads(receiver.requests[-1]["body"])["kind"] == "expert_label"

@@ -319,6 +319,8 @@ class EvaluateTrace:
                 )
                 self._label_results[label_id] = result
                 self._verdict = result.verdict
+                if result.changed:
+                    await self._deliver_alerts(task)  # an expert's verdict may alert too
             await workflow.wait_condition(
                 lambda: bool(self._pending_labels) or workflow.all_handlers_finished()
             )
