@@ -7,6 +7,7 @@ own organisation, whose custom pack sends every trace to the judge.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -151,13 +152,17 @@ async def test_429_is_retried_after_retry_after_and_visible_meanwhile(
         if state.status == "retrying":
             break
         assert time.monotonic() < deadline, state
-        await __import__("asyncio").sleep(0.05)
+        await asyncio.sleep(0.05)
     assert state.judge is not None
     assert (state.judge.attempts, state.judge.last_error_kind) == (1, "rate_limited")
     progress = (await org.get(f"/api/v1/evaluations/{trace_id}")).json()
     assert progress["status"] == "retrying"
     assert [c["error_kind"] for c in progress["judge_calls"]] == ["rate_limited"]
-    described = await handle.describe()
+    for _ in range(50):  # the search attribute lands when the workflow task completes
+        described = await handle.describe()
+        if described.typed_search_attributes[sa.STATUS] == "retrying":
+            break
+        await asyncio.sleep(0.05)
     assert described.typed_search_attributes[sa.STATUS] == "retrying"
 
     evaluation = await org.wait_for_evaluation(trace_id)
@@ -264,7 +269,7 @@ async def test_organisation_rate_limit_holds_calls_back(
         if state.judge is not None and state.judge.last_error_kind == "org_rate_limited":
             break
         assert time.monotonic() < deadline, state
-        await __import__("asyncio").sleep(0.05)
+        await asyncio.sleep(0.05)
     assert state.status == "retrying" and state.judge.next_attempt_at is not None
     assert len(fake_llm.calls(model)) == 1  # the second call waits for a token
     assert (await org.delete(f"/api/v1/traces/{held}")).status_code == 204

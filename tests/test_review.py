@@ -69,8 +69,13 @@ async def test_api_label_overrides_the_automated_verdict_with_an_audit_trail(
     assert (waiting["passed"], waiting["decided_by"]) == (True, "rules")
     assert waiting["review"]["status"] == "pending" and waiting["review"]["reason"] == "audit_sample"
     handle = temporal_client.get_workflow_handle(workflow_id_for(uuid.UUID(trace_id)))
-    described = await handle.describe()
-    assert described.typed_search_attributes[sa.STATUS] == "awaiting_review"
+
+    async def searchable() -> bool:
+        # Search attributes reach visibility a moment after the workflow sets them.
+        described = await handle.describe()
+        return described.typed_search_attributes[sa.STATUS] == "awaiting_review"
+
+    await wait_until(searchable)
 
     response = await org.post(
         f"/api/v1/traces/{trace_id}/labels",

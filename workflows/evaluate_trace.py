@@ -212,6 +212,8 @@ class EvaluateTrace:
                 ),
                 FinalVerdict,
             )
+            if review is not None:
+                self._set_status(TraceStatus.AWAITING_REVIEW)  # as stored: same moment, same word
             await self._deliver_alerts(task)
             if review is not None:
                 await self._await_review(task, review)
