@@ -14,6 +14,15 @@ FINAL = {"completed", "failed"}
 EVALUATED = FINAL | {"awaiting_review"}
 
 
+def settled_automatically(evaluation: dict[str, Any]) -> bool:
+    """Completed, or waiting only because the pack audits a random sample of
+    traces (a few percent in the shipped high-risk packs, by trace id)."""
+    if evaluation["status"] == "completed":
+        return True
+    review = evaluation.get("review") or {}
+    return evaluation["status"] == "awaiting_review" and review.get("reason") == "audit_sample"
+
+
 @dataclass
 class OrgClient:
     api: httpx.AsyncClient

@@ -108,9 +108,10 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path: Path, fake_llm: Fa
             assert accepted.status_code == 202
             trace_id = accepted.json()["trace_id"]
             deadline = time.monotonic() + 30
+            # awaiting_review is possible: healthcare audits a 2% sample of traces.
             while (evaluation := client.get(f"/api/v1/evaluations/{trace_id}", headers=headers).json())[
                 "status"
-            ] != "completed":
+            ] not in ("completed", "awaiting_review"):
                 assert time.monotonic() < deadline, evaluation
                 time.sleep(0.2)
             assert evaluation["passed"] is True
@@ -155,6 +156,6 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path: Path, fake_llm: Fa
     try:
         wait_until_running(process)
         response = httpx.get(f"{base}/api/v1/traces/{trace_id}", headers=headers, timeout=10)
-        assert response.status_code == 200 and response.json()["status"] == "completed"
+        assert response.status_code == 200 and response.json()["status"] in ("completed", "awaiting_review")
     finally:
         assert stop(process) == 0
