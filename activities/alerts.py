@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.alerts import MAX_DELIVERY_ATTEMPTS, encode, signed_headers, slack_payload
-from core.secrets import decrypt_secret
+from core.secrets import SecretKeyMissing, decrypt_secret
 from core.settings import Settings
 from models.schemas import DeliverAlertsInput
 from models.tables import Alert, AlertChannel, AlertDelivery
@@ -111,15 +111,18 @@ class AlertActivities:
     async def _send(
         self, client: httpx.AsyncClient, channel: AlertChannel, payload: dict[str, object]
     ) -> tuple[bool, int | None, str | None]:
-        url = decrypt_secret(self._settings, channel.url_encrypted)
+        try:
+            url = decrypt_secret(self._settings, channel.url_encrypted)
+            secret = (
+                decrypt_secret(self._settings, channel.secret_encrypted) if channel.secret_encrypted else ""
+            )
+        except SecretKeyMissing:
+            return False, None, "channel stored under another AEGIS_SECRET_KEY"
         if channel.kind == "slack":
             body = encode(slack_payload(payload))
             headers = {"Content-Type": "application/json"}
         else:
             body = encode(payload)
-            secret = (
-                decrypt_secret(self._settings, channel.secret_encrypted) if channel.secret_encrypted else ""
-            )
             headers = signed_headers(secret, body)
         try:
             response = await client.post(url, content=body, headers=headers)

@@ -13,6 +13,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,32 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return _database_unavailable(request, exc)
+        return await _unexpected(request, exc)
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _pool_timeout(request: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
+        return _database_unavailable(request, exc)
+
+    @app.exception_handler(ConnectionError)
+    async def _connection_error(request: Request, exc: ConnectionError) -> JSONResponse:
+        return _database_unavailable(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Log the type and path only: exception messages can contain data.
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "Internal server error"), status_code=500)
+
+
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL is unreachable: nothing was stored, and the client may retry."""
+    log.warning("database unavailable (%s) on %s %s", type(exc).__name__, request.method, request.url.path)
+    return JSONResponse(
+        error_body("database_unavailable", "The database is unavailable; nothing was stored. Retry later."),
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )

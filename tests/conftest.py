@@ -185,3 +185,26 @@ async def org(api: httpx.AsyncClient) -> OrgClient:
 @pytest.fixture
 async def other_org(api: httpx.AsyncClient) -> OrgClient:
     return await OrgClient.create(api, f"other-{uuid.uuid4().hex[:8]}")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-histories",
+        action="store_true",
+        help="Record the workflow histories under tests/data/histories again (see tests/test_replay.py).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "record_histories: writes tests/data/histories; runs on request only")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The recorder writes files: it is a tool, collected only when asked for.
+    if config.getoption("--record-histories"):
+        items[:] = [item for item in items if item.get_closest_marker("record_histories")]
+        return
+    kept = [item for item in items if not item.get_closest_marker("record_histories")]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept

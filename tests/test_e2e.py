@@ -100,6 +100,7 @@ async def test_status_query_reports_live_state(org: OrgClient, temporal_client: 
     trace_id = await org.submit()
     await org.wait_for_evaluation(trace_id)
     handle = temporal_client.get_workflow_handle(workflow_id_for(uuid.UUID(trace_id)))
+    await handle.result()  # the stored verdict comes a step before the workflow's end
     state = await handle.query("status", result_type=WorkflowState)
     assert state.status == "completed"
     assert [o.name for o in state.outcomes][:2] == ["sanitise", "rules"]

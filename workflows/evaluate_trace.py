@@ -186,15 +186,17 @@ class EvaluateTrace:
                 )
             review = None
             if reason is not None and policy is not None:
-                # From here a label may come: the stored verdict will say
-                # awaiting_review before this run reaches the wait below.
-                self._accepting_labels = True
                 self._review_reason = reason
                 self._review_deadline = workflow.now() + timedelta(hours=policy.deadline_hours)
                 review = ReviewRequestInfo(
                     reason=reason, risk_level=policy.risk_level, deadline=self._review_deadline
                 )
             info = workflow.info()
+            # From here a label may come: once the verdict is stored, the
+            # trace says awaiting_review or completed before this run has
+            # gone on. An expert may always override, so a label that comes
+            # while the run finishes is applied below, not refused.
+            self._accepting_labels = True
             # The automated verdict is stored now, also when review follows:
             # it stands until an expert labels the trace, or for good.
             self._verdict = await self._step(
@@ -217,6 +219,8 @@ class EvaluateTrace:
             await self._deliver_alerts(task)
             if review is not None:
                 await self._await_review(task, review)
+            if self._pending_labels or not workflow.all_handlers_finished():
+                await self._apply_labels(task)
         except ActivityError as err:
             if isinstance(err.cause, ApplicationError) and err.cause.type == TRACE_NOT_FOUND:
                 # Deleted while we were evaluating it: nothing left to evaluate.
@@ -229,6 +233,8 @@ class EvaluateTrace:
             )
             self._set_status(TraceStatus.FAILED)
             raise ApplicationError("evaluation failed", type="EvaluationFailed", non_retryable=True) from err
+        # Same workflow task as the check above: no label can slip in unapplied.
+        self._accepting_labels = False
         self._finish()
         return self._verdict
 

@@ -17,6 +17,7 @@ from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
 from core.alerts import new_channel_secret
 from core.judges import private_host
 from core.secrets import SecretKeyMissing, decrypt_secret, encrypt_secret
+from core.settings import Settings
 from evaluators.types import Severity
 from models.schemas import Page
 from models.tables import Alert, AlertChannel, AlertDelivery
@@ -125,12 +126,15 @@ async def list_channels(caller: CurrentCaller, session: Session, resources: Reso
         .where(AlertChannel.organization_id == caller.organization_id)
         .order_by(AlertChannel.created_at)
     )
-    return [
-        _channel_out(
-            channel, urlsplit(decrypt_secret(resources.settings, channel.url_encrypted)).hostname or ""
-        )
-        for channel in channels
-    ]
+    return [_channel_out(channel, _host(resources.settings, channel)) for channel in channels]
+
+
+def _host(settings: Settings, channel: AlertChannel) -> str:
+    try:
+        return urlsplit(decrypt_secret(settings, channel.url_encrypted)).hostname or ""
+    except SecretKeyMissing:
+        # Stored under an earlier AEGIS_SECRET_KEY: still listed, so that it can be deleted.
+        return "(unreadable: stored under another AEGIS_SECRET_KEY)"
 
 
 @router.delete("/alert-channels/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)
