@@ -11,8 +11,10 @@ e.g. a new path): ``pytest tests/test_replay.py --record-histories``.
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHistory
@@ -112,4 +114,15 @@ async def test_record_histories(org: OrgClient, fake_llm: FakeLLM, temporal_clie
     assert set(recorded) == PATHS
     HISTORIES.mkdir(parents=True, exist_ok=True)
     for name, history in recorded.items():
-        (HISTORIES / f"{name}.json").write_text(history)
+        (HISTORIES / f"{name}.json").write_text(
+            json.dumps(without_stack_traces(json.loads(history)), indent=2)
+        )
+
+
+def without_stack_traces(value: Any) -> Any:
+    """Failures carry the recording machine's file paths; replay does not need them."""
+    if isinstance(value, dict):
+        return {key: "" if key == "stackTrace" else without_stack_traces(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_stack_traces(item) for item in value]
+    return value
