@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.deps import AppResources
 from api.errors import install_error_handlers
 from api.middleware import BodySizeLimit
+from api.ratelimit import KeyRateLimiter
 from api.routes import (
     alerts,
     domains,
@@ -57,6 +59,17 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
         app.state.resources = resources
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:
+        # Off unless configured: browsers may call the API only from these origins.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+        )
+    app.state.rate_limiter = (
+        KeyRateLimiter(settings.api_rate_limit_per_minute) if settings.api_rate_limit_per_minute else None
+    )
     app.include_router(health.router)
     app.include_router(organizations.router, prefix="/api/v1")
     app.include_router(traces.router, prefix="/api/v1")

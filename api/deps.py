@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -103,6 +104,16 @@ async def get_caller(request: Request, session: Session) -> Caller:
         raise ApiError(401, "invalid_api_key", "The API key is not valid", headers=_UNAUTHORIZED_HEADERS)
     if key.revoked_at is not None:
         raise ApiError(401, "revoked_api_key", "The API key has been revoked", headers=_UNAUTHORIZED_HEADERS)
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        wait = limiter.take(key.id)
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "Too many requests for this API key; retry after the Retry-After seconds",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
     now = dt.datetime.now(dt.UTC)
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
         default=None, description="Bearer token that may always create organisations."
     )
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    api_rate_limit_per_minute: int = Field(
+        default=6000,
+        ge=0,
+        description="Requests per minute per API key in each API process (bursts of a sixth); 0: no limit.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the API, JSON: ["https://console.example.com"]; '
+        "empty: CORS off.",
+    )
     max_batch_size: int = Field(
         default=1000, ge=1, le=1000
     )  # one INSERT stays under the bind-parameter limit
