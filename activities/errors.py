@@ -1,4 +1,7 @@
-"""Error types the workflow treats as final (never retried)."""
+"""Error types the workflow treats as final (never retried).
+
+Workflows import this module: it must not pull in SQLAlchemy.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.errors import trace_not_found
+from activities.traces import locked_trace
 from core.judges import add_usage
 from core.packs import PackResolver
 from domains import load_domain_pack
@@ -47,13 +47,7 @@ class PersistActivities:
         tiers = [o.model_dump(mode="json", exclude={"findings"}) for o in task.outcomes]
 
         async with self._sessions() as session, session.begin():
-            trace = await session.scalar(
-                select(Trace)
-                .where(Trace.id == task.trace_id, Trace.organization_id == task.organization_id)
-                .with_for_update()
-            )
-            if trace is None:
-                raise trace_not_found()
+            trace = await locked_trace(session, task.trace_id, task.organization_id)
             first_completion = (
                 await session.scalar(
                     select(EvaluationResult.id).where(

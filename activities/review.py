@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.errors import trace_not_found
+from activities.traces import locked_trace
 from core.judges import add_usage
 from core.packs import PackResolver
 from domains import available_domains
@@ -25,7 +26,7 @@ from models.schemas import (
     ReviewExpiredInput,
     TraceStatus,
 )
-from models.tables import Alert, EvaluationResult, ExpertLabel, ReviewRequest, Trace, VerdictChange
+from models.tables import Alert, EvaluationResult, ExpertLabel, ReviewRequest, VerdictChange
 
 # The label that decides among several: the latest (a second opinion
 # replaces the first; every label stays on record).
@@ -35,6 +36,21 @@ DECIDING_LABEL = "latest"
 def _with_expert_tier(tiers: list[Any], entry: dict[str, Any]) -> list[Any]:
     """The stored tier summaries with the expert's entry added or replaced."""
     return [tier for tier in tiers if tier.get("tier") != EXPERT_TIER] + [entry]
+
+
+async def _resolve_review(
+    session: AsyncSession, trace_id: uuid.UUID, version: int, status: str, now: dt.datetime
+) -> None:
+    """Close the version's pending review request as ``status``."""
+    await session.execute(
+        update(ReviewRequest)
+        .where(
+            ReviewRequest.trace_id == trace_id,
+            ReviewRequest.version == version,
+            ReviewRequest.status == "pending",
+        )
+        .values(status=status, resolved_at=now)
+    )
 
 
 class ReviewActivities:
@@ -64,13 +80,7 @@ class ReviewActivities:
         now = dt.datetime.now(dt.UTC)
         label = task.label
         async with self._sessions() as session, session.begin():
-            trace = await session.scalar(
-                select(Trace)
-                .where(Trace.id == task.trace_id, Trace.organization_id == task.organization_id)
-                .with_for_update()
-            )
-            if trace is None:
-                raise trace_not_found()
+            trace = await locked_trace(session, task.trace_id, task.organization_id)
             # A label from the API is stored already (with its notes); one
             # from a signal is stored here. A retried attempt inserts nothing.
             await session.execute(
@@ -160,15 +170,7 @@ class ReviewActivities:
                 },
             )
             result.updated_at = now
-            await session.execute(
-                update(ReviewRequest)
-                .where(
-                    ReviewRequest.trace_id == task.trace_id,
-                    ReviewRequest.version == task.version,
-                    ReviewRequest.status == "pending",
-                )
-                .values(status="labelled", resolved_at=now)
-            )
+            await _resolve_review(session, task.trace_id, task.version, "labelled", now)
             if task.version >= trace.evaluation_version:
                 trace.status = TraceStatus.COMPLETED.value
             if len(labels) == 1:
@@ -186,22 +188,8 @@ class ReviewActivities:
         """The deadline passed without a label: the automated verdict stands."""
         now = dt.datetime.now(dt.UTC)
         async with self._sessions() as session, session.begin():
-            trace = await session.scalar(
-                select(Trace)
-                .where(Trace.id == task.trace_id, Trace.organization_id == task.organization_id)
-                .with_for_update()
-            )
-            if trace is None:
-                raise trace_not_found()
-            await session.execute(
-                update(ReviewRequest)
-                .where(
-                    ReviewRequest.trace_id == task.trace_id,
-                    ReviewRequest.version == task.version,
-                    ReviewRequest.status == "pending",
-                )
-                .values(status="expired", resolved_at=now)
-            )
+            trace = await locked_trace(session, task.trace_id, task.organization_id)
+            await _resolve_review(session, task.trace_id, task.version, "expired", now)
             result = await session.scalar(
                 select(EvaluationResult).where(
                     EvaluationResult.trace_id == task.trace_id, EvaluationResult.version == task.version

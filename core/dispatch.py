@@ -16,12 +16,7 @@ from collections.abc import Iterable
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core import search_attributes as sa
@@ -64,14 +59,7 @@ async def start_evaluation(
             static_summary=f"Evaluate trace {trace_id} ({domain}), version {version}",
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.ORGANIZATION, str(organization_id)),
-                    SearchAttributePair(sa.DOMAIN, domain),
-                    SearchAttributePair(sa.STATUS, TraceStatus.QUEUED.value),
-                    SearchAttributePair(sa.TIER, "none"),
-                ]
-            ),
+            search_attributes=sa.starting(organization_id, domain, TraceStatus.QUEUED.value, "none"),
             rpc_timeout=rpc_timeout,
         )
     except WorkflowAlreadyStartedError:

@@ -8,7 +8,9 @@ only, never trace text or PII.
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+import uuid
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 ORGANIZATION = SearchAttributeKey.for_keyword("AegisOrganizationId")
 DOMAIN = SearchAttributeKey.for_keyword("AegisDomain")
@@ -17,6 +19,18 @@ TIER = SearchAttributeKey.for_keyword("AegisTier")
 SEVERITY = SearchAttributeKey.for_keyword("AegisSeverity")
 
 ALL = (ORGANIZATION, DOMAIN, STATUS, TIER, SEVERITY)
+
+
+def starting(organization_id: uuid.UUID, domain: str, status: str, tier: str) -> TypedSearchAttributes:
+    """The attributes an evaluation workflow starts with."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(ORGANIZATION, str(organization_id)),
+            SearchAttributePair(DOMAIN, domain),
+            SearchAttributePair(STATUS, status),
+            SearchAttributePair(TIER, tier),
+        ]
+    )
 
 
 def dev_server_flags() -> list[str]:

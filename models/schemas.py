@@ -222,6 +222,13 @@ LabelVerdict = Literal["pass", "fail"]
 LabelSeverity = Literal["none", "low", "medium", "high", "critical"]
 
 
+def label_severity(verdict: LabelVerdict, severity: LabelSeverity | None) -> Severity:
+    """A label's severity: as given, else none for a pass and high for a fail."""
+    if severity is not None:
+        return Severity(severity)
+    return Severity.NONE if verdict == "pass" else Severity.HIGH
+
+
 class LabelIssue(_Strict):
     category: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     severity: Literal["low", "medium", "high", "critical"]
@@ -238,9 +245,7 @@ class ExpertLabelIn(_Strict):
     reviewer: ShortText
 
     def resolved_severity(self) -> Severity:
-        if self.severity is not None:
-            return Severity(self.severity)
-        return Severity.NONE if self.verdict == "pass" else Severity.HIGH
+        return label_severity(self.verdict, self.severity)
 
 
 class LabelSignal(BaseModel):
@@ -259,9 +264,7 @@ class LabelSignal(BaseModel):
     label_id: uuid.UUID | None = Field(default=None, description="Set by the API: the stored label.")
 
     def resolved_severity(self) -> Severity:
-        if self.severity is not None:
-            return Severity(self.severity)
-        return Severity.NONE if self.verdict == "pass" else Severity.HIGH
+        return label_severity(self.verdict, self.severity)
 
 
 class LabelResult(BaseModel):

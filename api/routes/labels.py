@@ -10,12 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import delete
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from api.deps import CurrentCaller, Resources, Session
@@ -108,13 +103,8 @@ async def label_trace(
         # followed by a short run of the same id that applies it.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.ORGANIZATION, str(trace.organization_id)),
-                SearchAttributePair(sa.DOMAIN, trace.domain),
-                SearchAttributePair(sa.STATUS, TraceStatus.EVALUATING.value),
-                SearchAttributePair(sa.TIER, "expert"),
-            ]
+        search_attributes=sa.starting(
+            trace.organization_id, trace.domain, TraceStatus.EVALUATING.value, "expert"
         ),
     )
     try:
