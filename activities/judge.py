@@ -27,6 +27,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import trace_not_found
+from core import metrics
 from core.judges import (
     JUDGE_TIER,
     ResolvedJudge,
@@ -272,7 +273,7 @@ class JudgeActivities:
         self, task: JudgeInput, resolved: ResolvedJudge, outcome: JudgeOutcome, cost: float | None
     ) -> None:
         async with self._sessions() as session, session.begin():
-            await _write_call(
+            inserted = await _write_call(
                 session,
                 task,
                 provider=outcome.provider,
@@ -284,6 +285,15 @@ class JudgeActivities:
                 latency_ms=float(outcome.latency_ms),
                 error_kind=outcome.error_kind,
                 error=outcome.error,
+            )
+        if inserted:
+            metrics.judge_call(
+                provider=outcome.provider,
+                error_kind=outcome.error_kind,
+                seconds=outcome.latency_ms / 1000,
+                cost_usd=cost,
+                input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens,
             )
 
     async def _record_failure(
@@ -304,7 +314,7 @@ class JudgeActivities:
             sum(e.output_tokens for e in exchanges),
         )
         async with self._sessions() as session, session.begin():
-            await _write_call(
+            inserted = await _write_call(
                 session,
                 task,
                 provider=resolved.config.provider,
@@ -320,6 +330,15 @@ class JudgeActivities:
             )
             if failure.retryable:
                 await _mark(session, task, TraceStatus.RETRYING, TraceStatus.EVALUATING, TraceStatus.QUEUED)
+        if inserted:
+            metrics.judge_call(
+                provider=resolved.config.provider,
+                error_kind=failure.kind,
+                seconds=elapsed_seconds,
+                cost_usd=cost,
+                input_tokens=sum(e.input_tokens for e in exchanges),
+                output_tokens=sum(e.output_tokens for e in exchanges),
+            )
 
     def all(self) -> list[object]:
         return [self.judge]
@@ -343,12 +362,14 @@ async def _write_call(
     cost_usd: float | None,
     failed_requests: int = 0,
     **values: object,
-) -> None:
+) -> bool:
     """Store one attempt and count it in the hour's usage.
 
     The attempt is keyed by (trace, version, attempt): a re-run of the same
     attempt (a worker lost after writing) updates its row and adds nothing
-    to usage a second time.
+    to usage a second time. True when the row is new, so the caller counts
+    the attempt in its metrics once too (after the commit; a worker lost
+    between the commit and that leaves it uncounted there).
     """
     input_tokens = sum(e.input_tokens for e in exchanges)
     output_tokens = sum(e.output_tokens for e in exchanges)
@@ -385,3 +406,4 @@ async def _write_call(
             output_tokens=output_tokens,
             cost_usd=cost_usd,
         )
+    return bool(inserted)

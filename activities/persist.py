@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.traces import locked_trace
+from core import metrics
 from core.judges import add_usage
 from core.packs import PackResolver
 from domains import load_domain_pack
@@ -157,15 +158,27 @@ class PersistActivities:
                             details={"rule_ids": sorted({i["rule_id"] for i in issues})},
                         )
                     )
+        if first_completion:
+            # Counted after the commit, by the attempt that stored the result
+            # first: a retry finds it stored and counts nothing. A worker lost
+            # between the commit and here loses the count (the metric may
+            # undercount, never overcount; usage_metrics is the exact record).
+            metrics.evaluation_stored(passed=passed, decided_by=decided_by, domain=task.domain)
         return verdict
 
     @activity.defn(name="mark_trace_failed")
     async def mark_failed(self, task: StatusUpdateInput) -> None:
         """The workflow gave up on a trace: make that visible instead of leaving it 'evaluating'."""
         async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(Trace).where(Trace.id == task.trace_id).values(status=TraceStatus.FAILED.value)
+            # Only a trace not yet failed changes, so a retried attempt is not counted twice.
+            domain = await session.scalar(
+                update(Trace)
+                .where(Trace.id == task.trace_id, Trace.status != TraceStatus.FAILED.value)
+                .values(status=TraceStatus.FAILED.value)
+                .returning(Trace.domain)
             )
+        if domain is not None:
+            metrics.evaluation_gave_up(domain=domain)
 
     def all(self) -> list[object]:
         return [self.persist, self.mark_failed]

@@ -10,16 +10,20 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from api.deps import AppResources
 from api.errors import install_error_handlers
+from api.metrics import RequestMetrics
+from api.metrics import router as metrics_router
 from api.middleware import BodySizeLimit
 from api.ratelimit import KeyRateLimiter
 from api.routes import (
     alerts,
+    codec,
     domains,
     evaluations,
     health,
     judge,
     labels,
     operations,
+    organization_data,
     organizations,
     reviews,
     traces,
@@ -65,13 +69,19 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
+            # X-Namespace: the Temporal UI sends it to the codec server.
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Namespace"],
         )
+    # Added last, so outermost: it also times requests the others answer (413, CORS preflight).
+    app.add_middleware(RequestMetrics)
     app.state.rate_limiter = (
         KeyRateLimiter(settings.api_rate_limit_per_minute) if settings.api_rate_limit_per_minute else None
     )
     app.include_router(health.router)
+    app.include_router(metrics_router)
+    app.include_router(codec.router)
     app.include_router(organizations.router, prefix="/api/v1")
+    app.include_router(organization_data.router, prefix="/api/v1")
     app.include_router(traces.router, prefix="/api/v1")
     app.include_router(evaluations.router, prefix="/api/v1")
     app.include_router(domains.router, prefix="/api/v1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import math
 import secrets
 import uuid
@@ -57,14 +58,46 @@ async def get_session(resources: Resources) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session)]
 
 
-def new_api_key() -> tuple[str, str, str]:
-    """Returns (key, sha256 hex, display prefix). The key is shown once."""
+def new_api_key(settings: Settings) -> tuple[str, str, str]:
+    """Returns (key, hash, display prefix). The key is shown once."""
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    return key, hash_api_key(key), key[: len(API_KEY_PREFIX) + 6]
+    return key, hash_api_key(key, settings), key[: len(API_KEY_PREFIX) + 6]
 
 
-def hash_api_key(key: str) -> str:
+def hash_api_key(key: str, settings: Settings) -> str:
+    """HMAC-SHA256 of the key under the server's pepper; plain SHA-256 without one.
+
+    The key has 256 random bits, so one fast hash is enough against guessing;
+    the pepper keeps a stolen database from confirming a leaked key on its own.
+    """
+    if settings.api_key_pepper is None:
+        return _unpeppered_hash(key)
+    pepper = settings.api_key_pepper.get_secret_value().encode()
+    return hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
+
+
+def _unpeppered_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def find_api_key(session: AsyncSession, token: str, settings: Settings) -> ApiKey | None:
+    """The stored key for ``token``, by its hash (the lookup compares hashes, never keys).
+
+    A key stored before the pepper was set is found by its old hash and
+    re-hashed with the pepper, so that turning the pepper on needs no new keys.
+    """
+    hashed = hash_api_key(token, settings)
+    if settings.api_key_pepper is None:
+        return (await session.execute(select(ApiKey).where(ApiKey.key_hash == hashed))).scalar_one_or_none()
+    legacy = _unpeppered_hash(token)
+    key = (
+        await session.execute(select(ApiKey).where(ApiKey.key_hash.in_((hashed, legacy))))
+    ).scalar_one_or_none()
+    if key is not None and key.key_hash == legacy:
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(key_hash=hashed))
+        await session.commit()
+        key.key_hash = hashed
+    return key
 
 
 _UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer"}
@@ -85,21 +118,28 @@ def bearer_token(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def has_admin_token(request: Request, settings: Settings) -> bool:
+    """Whether the request carries the deployment's admin token as its bearer (compared in constant time)."""
+    admin = settings.admin_token
+    if admin is None:
+        return False
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), admin.get_secret_value())
+
+
 @dataclass(frozen=True)
 class Caller:
     organization_id: uuid.UUID
     api_key_id: uuid.UUID
 
 
-async def get_caller(request: Request, session: Session) -> Caller:
+async def get_caller(request: Request, session: Session, resources: Resources) -> Caller:
     token = bearer_token(request)
     if not token:
         raise ApiError(401, "missing_api_key", "An API key is required", headers=_UNAUTHORIZED_HEADERS)
     if not token.startswith(API_KEY_PREFIX):
         raise ApiError(401, "invalid_api_key", "The API key is not valid", headers=_UNAUTHORIZED_HEADERS)
-    key = (
-        await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_api_key(token)))
-    ).scalar_one_or_none()
+    key = await find_api_key(session, token, resources.settings)
     if key is None:
         raise ApiError(401, "invalid_api_key", "The API key is not valid", headers=_UNAUTHORIZED_HEADERS)
     if key.revoked_at is not None:
@@ -117,7 +157,12 @@ async def get_caller(request: Request, session: Session) -> Caller:
     now = dt.datetime.now(dt.UTC)
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-        await session.commit()
+    # Ends the transaction, so the connection goes back to the pool: a route
+    # that then waits on Temporal, or opens a session of its own (ingestion),
+    # must not hold one meanwhile. With more concurrent requests than pooled
+    # connections, each holding one and waiting for a second, the pool
+    # deadlocked until its timeout.
+    await session.commit()
     return Caller(organization_id=key.organization_id, api_key_id=key.id)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,6 +40,48 @@ class ApiError(Exception):
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable, e.g. `not_found` or `validation_error`.")
+    message: str = Field(description="Names the field or the reason.")
+    details: Any = Field(
+        default=None, description="Validation errors: `[{field, message, type}]`; else specific or null."
+    )
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx and 5xx response."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request: a body that cannot be parsed, a bad cursor or Content-Length",
+    401: "No API key, or one that is not valid or revoked",
+    403: "Not allowed",
+    404: "Not found, or not the caller's",
+    409: "Conflicts with the current state",
+    413: "Request body too large",
+    422: "Invalid input; `details` names the fields",
+    429: "Rate limited; retry after Retry-After seconds",
+    503: "A dependency (the database or Temporal) is unavailable; retry later",
+}
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for OpenAPI: these statuses, each with the one error shape.
+
+    A documented 422 also replaces FastAPI's default, whose ``detail`` shape
+    this API does not use.
+    """
+    return {code: {"model": ErrorResponse, "description": _DESCRIPTIONS[code]} for code in status_codes}
+
+
+# What any /api/v1 request can get, whatever the route.
+REQUEST_ERRORS = error_responses(400, 413, 422, 503)
+# Plus what the API-key check (deps.get_caller) answers.
+AUTHENTICATED_ERRORS = REQUEST_ERRORS | error_responses(401, 429)
 
 
 def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
@@ -97,6 +140,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
             return _database_unavailable(request, exc)
+        if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_VALUE:
+            return _unstorable_value(request, exc)
         return await _unexpected(request, exc)
 
     @app.exception_handler(SQLAlchemyTimeoutError)
@@ -112,6 +157,39 @@ def install_error_handlers(app: FastAPI) -> None:
         # Log the type and path only: exception messages can contain data.
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
         return JSONResponse(error_body("internal_error", "Internal server error"), status_code=500)
+
+
+# SQLSTATEs of a value PostgreSQL refuses: a request field it cannot store or compare.
+_UNSTORABLE_VALUE = frozenset(
+    {
+        "22000",  # asyncpg cannot encode an argument (an integer out of the column's range)
+        "22001",  # text longer than its column
+        "22003",  # number out of range
+        "22021",  # NUL character in text
+        "22P02",  # invalid JSON text (a lone surrogate, NaN)
+        "22P05",  # \u0000 in JSON
+    }
+)
+
+
+def _unstorable_value(request: Request, exc: DBAPIError) -> JSONResponse:
+    """Input that passed validation but that the database refuses: the client's to fix, not a 500.
+
+    Validation names the field wherever it can; this is the net for the rest.
+    """
+    log.warning(
+        "unstorable value (SQLSTATE %s) on %s %s",
+        getattr(exc.orig, "sqlstate", None),
+        request.method,
+        request.url.path,
+    )
+    return JSONResponse(
+        error_body(
+            "unstorable_value",
+            "A value in the request cannot be stored (e.g. text with a NUL character, a number out of range)",
+        ),
+        status_code=422,
+    )
 
 
 def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

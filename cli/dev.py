@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from core.embedded import (
@@ -67,14 +69,14 @@ class Supervisor:
                     process.wait()
 
 
-def dev_secret_key(home: Path) -> str:
-    """The playground's key for encrypting stored provider keys, kept with its data."""
-    path = home / "secret.key"
+def dev_secret(home: Path, name: str, make: Callable[[], str]) -> str:
+    """One of the playground's secrets, made on first use and kept with its data."""
+    path = home / name
     if not path.exists():
         # Created readable by its owner only, never briefly by others.
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as file:
-            file.write(new_secret_key())
+            file.write(make())
     return path.read_text().strip()
 
 
@@ -85,7 +87,10 @@ def run_dev(settings: Settings) -> int:
     env.setdefault("AEGIS_ALLOW_SIGNUP", "true")  # local playground: open signup
     env.setdefault("AEGIS_ALLOW_PRIVATE_URLS", "true")  # a local model server or webhook receiver
     if settings.secret_key is None:
-        env["AEGIS_SECRET_KEY"] = dev_secret_key(home)
+        # Encrypts stored provider keys.
+        env["AEGIS_SECRET_KEY"] = dev_secret(home, "secret.key", new_secret_key)
+    if settings.api_key_pepper is None:
+        env["AEGIS_API_KEY_PEPPER"] = dev_secret(home, "api-key-pepper", lambda: secrets.token_urlsafe(32))
     supervisor = Supervisor()
     postgres: EmbeddedPostgres | None = None
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
 
 import typer
 
@@ -30,18 +34,39 @@ def api(
     import uvicorn
 
     settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     settings.require_database_url()
     settings.require_temporal_address()
-    uvicorn.run(
-        "api.main:app",
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        # Trace ids in paths are not sensitive, but keep access logs off by
-        # default: one line per request is noise at ingestion rates.
-        access_log=False,
-    )
+    with api_metrics_directory(workers):
+        uvicorn.run(
+            "api.main:app",
+            host=host or settings.api_host,
+            port=port or settings.api_port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            # JSON: no uvicorn handlers of its own, so its lines reach the root
+            # logger's JSON handler like every other.
+            **({"log_config": None} if settings.log_format == "json" else {}),
+            # Trace ids in paths are not sensitive, but keep access logs off by
+            # default: one line per request is noise at ingestion rates.
+            access_log=False,
+        )
+
+
+@contextlib.contextmanager
+def api_metrics_directory(workers: int) -> Iterator[None]:
+    """With several uvicorn processes, a scrape of /metrics reaches one of
+    them: prometheus_client's multiprocess mode (its values in files of a
+    shared directory, set before the processes start) lets each answer for
+    all of them."""
+    if workers <= 1:
+        yield
+        return
+    from core.metrics import MULTIPROCESS_DIR_ENV
+
+    with tempfile.TemporaryDirectory(prefix="aegis-metrics-") as directory:
+        os.environ[MULTIPROCESS_DIR_ENV] = directory
+        yield
 
 
 @app.command()
@@ -50,7 +75,7 @@ def worker() -> None:
     from core.worker import run_worker
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     settings.require_database_url()
     settings.require_temporal_address()
     asyncio.run(run_worker(settings))
@@ -62,7 +87,7 @@ def migrate(revision: str = typer.Argument("head", help="Alembic revision to upg
     from core.migrations import upgrade_database
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     upgrade_database(settings.require_database_url(), revision)
     typer.echo(f"database at revision {revision}")
 

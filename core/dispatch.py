@@ -65,7 +65,12 @@ async def start_evaluation(
     except WorkflowAlreadyStartedError:
         return True  # it ran before: nothing to do
     except Exception as exc:
-        log.warning("workflow start failed for trace %s: %s", trace_id, type(exc).__name__)
+        log.warning(
+            "workflow start failed for trace %s: %s",
+            trace_id,
+            type(exc).__name__,
+            extra={"trace_id": trace_id, "organization_id": organization_id},
+        )
         return False
     return True
 

@@ -117,10 +117,18 @@ def _may_use_deployment_key(settings: Settings, config: JudgeConfig) -> bool:
     )
 
 
+def url_host(url: str) -> str:
+    """The host ``url`` names (lower case, no IPv6 brackets); empty when it names none or does not parse."""
+    try:
+        return (urlsplit(url).hostname or "").strip("[]").lower()
+    except ValueError:  # e.g. an unclosed IPv6 bracket: a client's typo, not a server error
+        return ""
+
+
 def private_host(url: str) -> bool:
     """Whether ``url`` names this machine or a private network by literal
     address or ``localhost`` (names are not resolved here)."""
-    host = (urlsplit(url).hostname or "").strip("[]").lower()
+    host = url_host(url)
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:

@@ -127,12 +127,40 @@ class Settings(BaseSettings):
         description="Fernet key that encrypts organisations' provider API keys at rest "
         "(`aegis dev` creates one in its data folder).",
     )
+    payload_key: SecretStr | None = Field(
+        default=None,
+        description="Encrypts every Temporal payload (AES-256-GCM) as `<key id>:<base64 of 32 bytes>`; "
+        "set the same value on the API and every worker.",
+    )
+    payload_old_keys: SecretStr | None = Field(
+        default=None,
+        description="Earlier payload keys, comma-separated `<key id>:<base64>`, kept after a rotation "
+        "to read histories they encrypted.",
+    )
+    api_key_pepper: SecretStr | None = Field(
+        default=None,
+        description="Server-side secret mixed into every API-key hash (HMAC-SHA256), so a copy of "
+        "the database alone cannot be used to check guessed keys. Keys hashed before it was set "
+        "are re-hashed on their next use (`aegis dev` creates one in its data folder).",
+    )
 
     # --- database pool ------------------------------------------------------
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`json`: one JSON object per log line (ts, level, logger, message and the "
+        "trace, workflow and organisation ids a line carries), for log collectors.",
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port on which `aegis worker` serves Prometheus metrics at /metrics (Aegis's "
+        "counters and the Temporal SDK's), on all interfaces; 0: off.",
+    )
 
     def require_database_url(self) -> str:
         if not self.database_url:

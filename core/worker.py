@@ -27,6 +27,7 @@ from activities.judge import JudgeActivities
 from activities.persist import PersistActivities
 from activities.review import ReviewActivities
 from activities.tiers import TierActivities
+from core import metrics
 from core.db import create_engine, create_session_factory
 from core.packs import PackResolver
 from core.settings import Settings
@@ -107,7 +108,17 @@ async def ensure_dispatch_schedule(client: Client, settings: Settings) -> None:
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
     engine = create_engine(settings)
-    client = await connect(settings)
+    # One Temporal runtime for the process, created before the client. With
+    # metrics on, the SDK serves its own on a loopback port that the
+    # worker's endpoint passes on: one port to scrape per process.
+    sdk_metrics_port = metrics.free_loopback_port() if settings.worker_metrics_port else None
+    runtime = metrics.temporal_runtime(sdk_metrics_port)
+    metrics_server = (
+        metrics.start_worker_metrics_server(settings.worker_metrics_port, sdk_metrics_port)
+        if settings.worker_metrics_port
+        else None
+    )
+    client = await connect(settings, runtime=runtime)
     workers = build_workers(client, create_session_factory(engine), settings)
     await ensure_dispatch_schedule(client, settings)
 
@@ -123,3 +134,6 @@ async def run_worker(settings: Settings) -> None:
         await stop.wait()
         log.info("shutting down worker (waiting up to %ss)", settings.worker_graceful_shutdown_seconds)
     await engine.dispose()
+    if metrics_server is not None:
+        metrics_server.shutdown()
+        metrics_server.server_close()

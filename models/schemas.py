@@ -7,11 +7,12 @@ imports pydantic and the pure evaluator types, never SQLAlchemy or an SDK.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from enum import StrEnum
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator
 
 from evaluators.types import Finding, Severity
 
@@ -84,6 +85,43 @@ class ApiKeyCreated(ApiKeyOut):
 # --------------------------------------------------------------------------
 
 
+# PostgreSQL integer columns (tokens) are 32-bit.
+MAX_INT32 = 2**31 - 1
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why PostgreSQL would refuse ``value`` (text or JSON), or None.
+
+    Text holds no NUL character; JSON no NUL, no lone surrogate and no NaN or
+    infinity (which Python's JSON parser accepts). Walked without recursion:
+    the depth of a client's JSON is the client's choice. The reason never
+    quotes the value: it may be trace text.
+    """
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character"
+            if not item.isascii() and not _encodable(item):
+                return "contains a lone surrogate"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "contains NaN or infinity"
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class TraceIn(_Strict):
     model: ShortText
     input: TraceText
@@ -94,13 +132,23 @@ class TraceIn(_Strict):
     rl_episode: dict[str, Any] | None = None
     session_id: Annotated[str, StringConstraints(max_length=200)] | None = None
     user_id: Annotated[str, StringConstraints(max_length=200)] | None = None
-    input_tokens: Annotated[int, Field(ge=0)] | None = None
-    output_tokens: Annotated[int, Field(ge=0)] | None = None
-    latency_ms: Annotated[float, Field(ge=0)] | None = None
+    input_tokens: Annotated[int, Field(ge=0, le=MAX_INT32)] | None = None
+    output_tokens: Annotated[int, Field(ge=0, le=MAX_INT32)] | None = None
+    latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     external_id: ShortText | None = Field(
         default=None, description="Your id for this call; resubmitting it returns the same trace."
     )
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # Refused here, naming the field, rather than by the INSERT: in a batch
+        # only this trace is rejected.
+        problem = _unstorable(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class TraceAccepted(BaseModel):

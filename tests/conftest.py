@@ -121,6 +121,7 @@ def settings(database_url: str, temporal_client: Client) -> Settings:
         task_queue=f"aegis-test-{uuid.uuid4().hex[:8]}",
         judge_task_queue=f"aegis-test-judge-{uuid.uuid4().hex[:8]}",
         secret_key=new_secret_key(),
+        api_key_pepper="test-pepper-" + uuid.uuid4().hex,
         # The fake provider listens on 127.0.0.1.
         allow_private_urls=True,
         allow_signup=True,

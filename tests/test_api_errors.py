@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import httpx
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.app import create_app
 from api.deps import AppResources, hash_api_key
+from core.settings import Settings
 from models.tables import ApiKey, Trace
 from tests.conftest import ADMIN_TOKEN
 from tests.helpers import OrgClient
@@ -61,18 +63,48 @@ async def test_revoked_key_is_401_and_other_keys_keep_working(org: OrgClient) ->
     assert (await org.get("/api/v1/traces")).status_code == 200
 
 
-async def test_keys_are_stored_hashed(
-    org: OrgClient, session_factory: async_sessionmaker[AsyncSession]
-) -> None:
+async def _stored_keys(
+    session_factory: async_sessionmaker[AsyncSession], organization_id: str
+) -> list[ApiKey]:
     async with session_factory() as session:
-        rows = list(
-            await session.scalars(
-                select(ApiKey).where(ApiKey.organization_id == uuid.UUID(org.organization_id))
-            )
+        return list(
+            await session.scalars(select(ApiKey).where(ApiKey.organization_id == uuid.UUID(organization_id)))
         )
-    assert [r.key_hash for r in rows] == [hash_api_key(org.api_key)]
+
+
+async def test_keys_are_stored_hashed_with_the_pepper(
+    org: OrgClient, settings: Settings, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    rows = await _stored_keys(session_factory, org.organization_id)
+    assert [r.key_hash for r in rows] == [hash_api_key(org.api_key, settings)]
+    # Not the plain digest: the database alone cannot confirm a guessed key.
+    assert rows[0].key_hash != hashlib.sha256(org.api_key.encode()).hexdigest()
     assert org.api_key not in {r.key_hash for r in rows} | {r.prefix for r in rows}
     assert org.api_key.startswith(rows[0].prefix)
+
+
+async def test_keys_made_before_the_pepper_still_work_and_are_rehashed(
+    resources: AppResources, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    unpeppered = resources.settings.model_copy(update={"api_key_pepper": None})
+    before = create_app(resources=AppResources(unpeppered, resources.session_factory, resources.temporal))
+    after = create_app(resources=resources)
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=before), base_url="http://aegis.test") as old_api,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=after), base_url="http://aegis.test") as new_api,
+    ):
+        created = await OrgClient.create(old_api, f"legacy-{uuid.uuid4().hex[:6]}")
+        [row] = await _stored_keys(session_factory, created.organization_id)
+        assert row.key_hash == hashlib.sha256(created.api_key.encode()).hexdigest()
+
+        headers = {"Authorization": f"Bearer {created.api_key}"}
+        assert (await new_api.get("/api/v1/traces", headers=headers)).status_code == 200
+        [row] = await _stored_keys(session_factory, created.organization_id)
+        assert row.key_hash == hash_api_key(created.api_key, resources.settings)
+        # Upgraded for good: the peppered app keeps accepting it, a wrong key still fails.
+        assert (await new_api.get("/api/v1/traces", headers=headers)).status_code == 200
+        wrong = {"Authorization": f"Bearer {created.api_key[:-2]}xx"}
+        assert (await new_api.get("/api/v1/traces", headers=wrong)).status_code == 401
 
 
 async def test_revoking_another_organisations_key_is_404(org: OrgClient, other_org: OrgClient) -> None:

@@ -37,7 +37,13 @@ SETUP_SCHEMA = TEMPORAL_DIR / "setup-schema.sh"
 COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 
 SETTINGS = {f"AEGIS_{name.upper()}" for name in Settings.model_fields}
-REQUIRED_SECRETS = {"POSTGRES_PASSWORD", "TEMPORAL_DB_PASSWORD", "AEGIS_ADMIN_TOKEN", "AEGIS_SECRET_KEY"}
+REQUIRED_SECRETS = {
+    "POSTGRES_PASSWORD",
+    "TEMPORAL_DB_PASSWORD",
+    "AEGIS_ADMIN_TOKEN",
+    "AEGIS_SECRET_KEY",
+    "AEGIS_API_KEY_PEPPER",
+}
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 SECRET_NAME = re.compile(r"PASSWORD|PWD|TOKEN|SECRET|API_KEY|DATABASE_URL")
 
@@ -676,7 +682,7 @@ def test_readme_production_commands_name_real_services_and_commands() -> None:
         assert needed in section, needed
     for needed in ("helm install", "infra/k8s/temporal/values.yaml", "kubectl apply -f infra/k8s/"):
         assert needed in section, needed
-    for endpoint in ("/api/v1/usage", "/api/v1/stuck-evaluations", "no Prometheus endpoint"):
+    for endpoint in ("/api/v1/usage", "/api/v1/stuck-evaluations", "GET /metrics", "aegis_evaluations_total"):
         assert endpoint in section, endpoint
 
 

@@ -65,7 +65,48 @@ def crash_settings(settings: Settings) -> Settings:
     )
 
 
-async def _schedule_exists(client: Client) -> bool:
+async def stop_workers(
+    processes: list[subprocess.Popen[bytes]], client: Client, schedule_existed: bool
+) -> None:
+    """SIGTERM the worker processes; remove the dispatch schedule they created, unless it was there before."""
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+    if not schedule_existed:
+        with contextlib.suppress(RPCError):
+            await client.get_schedule_handle(SCHEDULE_ID).delete()
+
+
+async def stored_results(
+    session_factory: async_sessionmaker[AsyncSession], organization_id: uuid.UUID
+) -> tuple[int, int]:
+    """(evaluation results, distinct traces with one) of an organisation."""
+    async with session_factory() as session:
+        results, distinct = (
+            await session.execute(
+                select(func.count(), func.count(func.distinct(EvaluationResult.trace_id))).where(
+                    EvaluationResult.organization_id == organization_id
+                )
+            )
+        ).one()
+    return int(results), int(distinct)
+
+
+async def submit_batch(org: OrgClient, count: int) -> list[str]:
+    """``count`` small generic traces in one batch; their ids."""
+    body = {
+        "traces": [
+            {"model": "m", "input": f"Question {n}?", "output": f"Answer {n}.", "domain": "generic"}
+            for n in range(count)
+        ]
+    }
+    response = await org.post("/api/v1/traces/batch", json=body)
+    assert response.status_code == 202 and response.json()["accepted"] == count
+    return [item["trace_id"] for item in response.json()["results"]]
+
+
+async def schedule_exists(client: Client) -> bool:
     try:
         await client.get_schedule_handle(SCHEDULE_ID).describe()
     except RPCError:
@@ -78,7 +119,7 @@ async def test_a_worker_killed_mid_evaluation_loses_and_duplicates_nothing(
     session_factory: async_sessionmaker[AsyncSession],
     temporal_client: Client,
 ) -> None:
-    schedule_existed = await _schedule_exists(temporal_client)
+    schedule_existed = await schedule_exists(temporal_client)
     app = create_app(resources=AppResources(crash_settings, session_factory, temporal_client))
     first = worker_process(crash_settings)
     second: subprocess.Popen[bytes] | None = None
@@ -87,14 +128,7 @@ async def test_a_worker_killed_mid_evaluation_loses_and_duplicates_nothing(
             transport=httpx.ASGITransport(app=app), base_url="http://aegis.test"
         ) as api:
             org = await OrgClient.create(api, f"crash-{uuid.uuid4().hex[:6]}")
-            body = {
-                "traces": [
-                    {"model": "m", "input": f"Question {n}?", "output": f"Answer {n}.", "domain": "generic"}
-                    for n in range(TRACES)
-                ]
-            }
-            response = await org.post("/api/v1/traces/batch", json=body)
-            assert response.status_code == 202 and response.json()["accepted"] == TRACES
+            await submit_batch(org, TRACES)
             organization_id = uuid.UUID(org.organization_id)
 
             # Let the worker get going, then kill it without warning.
@@ -111,13 +145,7 @@ async def test_a_worker_killed_mid_evaluation_loses_and_duplicates_nothing(
                 lambda: _count_completed(session_factory, organization_id), at_least=TRACES, timeout=150
             )
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(30)
-        if not schedule_existed:
-            with contextlib.suppress(RPCError):
-                await temporal_client.get_schedule_handle(SCHEDULE_ID).delete()
+        await stop_workers([p for p in (first, second) if p is not None], temporal_client, schedule_existed)
 
     assert done_at_kill < TRACES, "the kill came too late to interrupt anything"
     async with session_factory() as session:
@@ -140,6 +168,43 @@ async def test_a_worker_killed_mid_evaluation_loses_and_duplicates_nothing(
             .where(VerdictChange.organization_id == organization_id)
         )
     assert (results, distinct, counted, audits) == (TRACES, TRACES, TRACES, TRACES)
+
+
+async def test_two_worker_processes_share_the_work_without_duplicates(
+    crash_settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+    temporal_client: Client,
+) -> None:
+    """Horizontal scale: replicas of ``aegis worker`` on one queue split the
+    evaluations between them, and each trace is evaluated exactly once."""
+    schedule_existed = await schedule_exists(temporal_client)
+    app = create_app(resources=AppResources(crash_settings, session_factory, temporal_client))
+    replicas = [worker_process(crash_settings), worker_process(crash_settings)]
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://aegis.test"
+        ) as api:
+            org = await OrgClient.create(api, f"scale-{uuid.uuid4().hex[:6]}")
+            trace_ids = await submit_batch(org, TRACES)
+            organization_id = uuid.UUID(org.organization_id)
+            await _wait_for(
+                lambda: _count_completed(session_factory, organization_id), at_least=TRACES, timeout=150
+            )
+    finally:
+        await stop_workers(replicas, temporal_client, schedule_existed)
+
+    assert await stored_results(session_factory, organization_id) == (TRACES, TRACES)
+    # Who ran the activities: each replica's identity ("pid@host") shows in the histories.
+    identities: set[str] = set()
+    for trace_id in trace_ids[:: max(1, TRACES // 30)]:
+        history = await temporal_client.get_workflow_handle(f"trace-{trace_id}").fetch_history()
+        identities |= {
+            event.activity_task_started_event_attributes.identity
+            for event in history.events
+            if event.HasField("activity_task_started_event_attributes")
+        }
+    pids = {identity.partition("@")[0] for identity in identities}
+    assert pids == {str(process.pid) for process in replicas}, identities
 
 
 async def _count_completed(

@@ -812,6 +812,34 @@ async def check_a_still_acts(a: Tenant, world: World, findings: Findings) -> Non
     findings.check((await a.get("/traces")).status_code == 200, "A's first key after revoking the second")
 
 
+async def check_organization_data(a: Tenant, b: Tenant, world: World, findings: Findings) -> None:
+    """B's export holds only B's rows (``check_answers`` looks for A's markers in
+    it); B can purge only B: A's id as the confirmation is refused, and after B's
+    own purge A still has everything."""
+    export = await b.get("/organization/export")
+    findings.check(export.status_code == 200, "GET /organization/export for B", export)
+    organizations = [line for line in export.text.splitlines() if '"table":"organizations"' in line]
+    findings.check(
+        len(organizations) == 1 and b.organization_id in organizations[0],
+        "GET /organization/export for B: expected B's organisation only",
+    )
+    refused = await b.delete(f"/organization?confirm={world.organization_id}")
+    findings.check(
+        refused.status_code == 422 and refused.json()["error"]["code"] == "confirmation_mismatch",
+        "DELETE /organization?confirm=A's id: expected 422",
+        refused,
+    )
+    purged = await b.delete(f"/organization?confirm={b.organization_id}")
+    findings.check(
+        purged.status_code == 200 and purged.json().get("organization_id") == b.organization_id,
+        "DELETE /organization of B's own",
+        purged,
+    )
+    for trace_id in world.traces:
+        still = await a.get(f"/traces/{trace_id}")
+        findings.check(still.status_code == 200, f"A's trace {trace_id} after B's purge", still)
+
+
 def check_answers(b: Tenant, world: World, findings: Findings) -> None:
     """No answer B ever got holds A's ids or text, none is a 403 or a server error."""
     markers = world.markers()
@@ -894,6 +922,8 @@ async def test_another_organisation_cannot_see_or_touch_anything(
             await check_a_unchanged(a, world, before, findings)
             await check_alert_delivery(a, world, a_receiver, b_receiver, findings)
             await check_a_still_acts(a, world, findings)
+            # Last: B's purge ends B.
+            await check_organization_data(a, b, world, findings)
         except AssertionError as exc:
             # Report what was found so far together with what stopped the run.
             findings.problems.append(f"stopped early: {exc}")

@@ -12,17 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from sqlalchemy import delete, func, select
 
 from api.deps import CurrentCaller, Resources, Session
-from api.errors import ApiError
+from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses
 from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
 from core.alerts import new_channel_secret
-from core.judges import private_host
+from core.judges import private_host, url_host
 from core.secrets import SecretKeyMissing, decrypt_secret, encrypt_secret
 from core.settings import Settings
 from evaluators.types import Severity
 from models.schemas import Page
 from models.tables import Alert, AlertChannel, AlertDelivery
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], responses=AUTHENTICATED_ERRORS)
 
 
 class ChannelIn(BaseModel):
@@ -82,15 +82,23 @@ def _channel_out(channel: AlertChannel, host: str) -> ChannelOut:
     )
 
 
-@router.post("/alert-channels", status_code=status.HTTP_201_CREATED, response_model=ChannelCreated)
+@router.post(
+    "/alert-channels",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ChannelCreated,
+    responses=error_responses(409),
+)
 async def create_channel(
     body: ChannelIn, caller: CurrentCaller, session: Session, resources: Resources
 ) -> ChannelCreated:
     """Add a destination: a generic webhook (signed with HMAC-SHA256) or a Slack incoming webhook."""
-    host = urlsplit(body.url).hostname or ""
+    host = url_host(body.url)
     if not host:
         raise ApiError(
-            422, "invalid_channel", "url has no host", [{"field": "body.url", "message": "no host"}]
+            422,
+            "invalid_channel",
+            "url has no valid host",
+            [{"field": "body.url", "message": "no valid host"}],
         )
     if private_host(body.url) and not resources.settings.allow_private_urls:
         raise ApiError(
@@ -137,7 +145,9 @@ def _host(settings: Settings, channel: AlertChannel) -> str:
         return "(unreadable: stored under another AEGIS_SECRET_KEY)"
 
 
-@router.delete("/alert-channels/{channel_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/alert-channels/{channel_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404)
+)
 async def delete_channel(channel_id: uuid.UUID, caller: CurrentCaller, session: Session) -> None:
     deleted = await session.execute(
         delete(AlertChannel).where(
@@ -214,7 +224,7 @@ async def list_alerts(
     return Page[AlertOut](items=await _alerts_out(session, page), next_cursor=next_cursor)
 
 
-@router.post("/alerts/{alert_id}/acknowledge", response_model=AlertOut)
+@router.post("/alerts/{alert_id}/acknowledge", response_model=AlertOut, responses=error_responses(404))
 async def acknowledge_alert(
     alert_id: uuid.UUID, body: AcknowledgeIn, caller: CurrentCaller, session: Session
 ) -> AlertOut:

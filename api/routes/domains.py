@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Query, Request, status
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import CurrentCaller, Resources, Session
-from api.errors import ApiError
+from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses
 from domains import (
     DomainPack,
     PackError,
@@ -21,9 +21,10 @@ from domains import (
     load_domain_pack,
     parse_domain_pack,
 )
+from models.schemas import MAX_INT32
 from models.tables import DomainPackVersion
 
-router = APIRouter(tags=["domains"])
+router = APIRouter(tags=["domains"], responses=AUTHENTICATED_ERRORS)
 
 _PACK_BODY = {
     "requestBody": {
@@ -101,9 +102,14 @@ async def list_domains(caller: CurrentCaller, session: Session, resources: Resou
     return shipped + own
 
 
-@router.get("/domains/{name}", response_model=DomainDetail)
+@router.get("/domains/{name}", response_model=DomainDetail, responses=error_responses(404))
 async def get_domain(
-    name: str, caller: CurrentCaller, session: Session, resources: Resources, version: int | None = None
+    name: str,
+    caller: CurrentCaller,
+    session: Session,
+    resources: Resources,
+    # Bounded like the integer column it is compared with.
+    version: Annotated[int | None, Query(ge=1, le=MAX_INT32)] = None,
 ) -> DomainDetail:
     """One pack, resolved (inherited rules included). ``version`` picks an older published version."""
     query = select(DomainPackVersion).where(
@@ -190,7 +196,11 @@ async def _latest_version(session: Session, caller: CurrentCaller, name: str) ->
 
 
 @router.post(
-    "/domains", status_code=status.HTTP_201_CREATED, response_model=DomainDetail, openapi_extra=_PACK_BODY
+    "/domains",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DomainDetail,
+    responses=error_responses(409),
+    openapi_extra=_PACK_BODY,
 )
 async def create_domain(request: Request, caller: CurrentCaller, session: Session) -> DomainDetail:
     """Publish a new pack (version 1) for the organisation."""
@@ -213,7 +223,12 @@ async def create_domain(request: Request, caller: CurrentCaller, session: Sessio
     return await _publish(session, caller, data, version=1)
 
 
-@router.put("/domains/{name}", response_model=DomainDetail, openapi_extra=_PACK_BODY)
+@router.put(
+    "/domains/{name}",
+    response_model=DomainDetail,
+    responses=error_responses(404, 409),
+    openapi_extra=_PACK_BODY,
+)
 async def publish_domain_version(
     name: str, request: Request, caller: CurrentCaller, session: Session
 ) -> DomainDetail:

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from api.deps import CurrentCaller, Session
-from api.errors import ApiError
+from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses
 from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
 from api.routes.traces import load_trace
 from evaluators.types import Severity
 from models.schemas import (
+    MAX_INT32,
     EvaluationOut,
     FinalVerdict,
     IssueOut,
@@ -36,7 +37,7 @@ from models.tables import (
     VerdictChange,
 )
 
-router = APIRouter(tags=["evaluations"])
+router = APIRouter(tags=["evaluations"], responses=AUTHENTICATED_ERRORS)
 
 
 def _judge_call_out(call: JudgeCall) -> JudgeCallOut:
@@ -98,12 +99,14 @@ def _evaluation_out(
     return out
 
 
-@router.get("/evaluations/{trace_id}", response_model=EvaluationOut)
+@router.get("/evaluations/{trace_id}", response_model=EvaluationOut, responses=error_responses(404))
 async def get_evaluation(
     trace_id: uuid.UUID,
     caller: CurrentCaller,
     session: Session,
-    version: Annotated[int | None, Query(ge=1, description="A finished version; default: latest.")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_INT32, description="A finished version; default: latest.")
+    ] = None,
 ) -> EvaluationOut:
     """The evaluation of one trace, with every judge call made for it.
 

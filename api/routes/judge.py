@@ -11,14 +11,14 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from api.deps import CurrentCaller, Resources, Session
-from api.errors import ApiError, validation_details
-from core.judges import DEFAULT_SCOPE, StoredJudgeSettings, month_to_date_spend, private_host
+from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses, validation_details
+from core.judges import DEFAULT_SCOPE, StoredJudgeSettings, month_to_date_spend, private_host, url_host
 from core.secrets import SecretKeyMissing, encrypt_secret, key_hint
 from evaluators.judge.config import JudgeConfig, ModelPrice, Provider
 from models.tables import JudgeConfig as JudgeConfigRow
 from models.tables import Organization
 
-router = APIRouter(tags=["judge"])
+router = APIRouter(tags=["judge"], responses=AUTHENTICATED_ERRORS)
 
 # "default" in the path means the organisation-wide row.
 Scope = Annotated[
@@ -142,7 +142,7 @@ async def get_judge(caller: CurrentCaller, session: Session, resources: Resource
     )
 
 
-@router.put("/judge/configs/{scope}", response_model=JudgeConfigOut)
+@router.put("/judge/configs/{scope}", response_model=JudgeConfigOut, responses=error_responses(409))
 async def put_judge_config(
     scope: Scope, body: JudgeConfigIn, caller: CurrentCaller, session: Session, resources: Resources
 ) -> JudgeConfigOut:
@@ -162,6 +162,13 @@ async def put_judge_config(
         for detail in details:
             detail["field"] = "body" + (f".{detail['field']}" if detail["field"] else "")
         raise ApiError(422, "invalid_judge_config", "Invalid judge configuration", details) from None
+    if config.base_url and not url_host(config.base_url):
+        raise ApiError(
+            422,
+            "invalid_judge_config",
+            "base_url has no valid host",
+            [{"field": "body.base_url", "message": "no valid host"}],
+        )
     if config.base_url and private_host(config.base_url) and not resources.settings.allow_private_urls:
         raise ApiError(
             422,
@@ -210,7 +217,9 @@ async def put_judge_config(
     return _config_out(row)
 
 
-@router.delete("/judge/configs/{scope}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/judge/configs/{scope}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404)
+)
 async def delete_judge_config(scope: Scope, caller: CurrentCaller, session: Session) -> None:
     deleted = await session.execute(
         delete(JudgeConfigRow).where(

@@ -14,7 +14,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from api.deps import CurrentCaller, Resources, Session
-from api.errors import ApiError
+from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses
 from api.routes.traces import load_trace
 from core import search_attributes as sa
 from core.dispatch import WORKFLOW_NAME
@@ -29,7 +29,7 @@ from models.schemas import (
 )
 from models.tables import ExpertLabel
 
-router = APIRouter(tags=["reviews"])
+router = APIRouter(tags=["reviews"], responses=AUTHENTICATED_ERRORS)
 log = logging.getLogger(__name__)
 
 LABELLABLE = {TraceStatus.AWAITING_REVIEW, TraceStatus.COMPLETED}
@@ -43,7 +43,7 @@ class LabelApplied(BaseModel):
     disagreement: bool
 
 
-@router.post("/traces/{trace_id}/labels", response_model=LabelApplied)
+@router.post("/traces/{trace_id}/labels", response_model=LabelApplied, responses=error_responses(404, 409))
 async def label_trace(
     trace_id: uuid.UUID, body: ExpertLabelIn, caller: CurrentCaller, session: Session, resources: Resources
 ) -> LabelApplied:

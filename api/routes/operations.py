@@ -11,11 +11,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
 
 from api.deps import CurrentCaller, Resources, Session
+from api.errors import AUTHENTICATED_ERRORS
 from core.settings import workflow_url
 from models.schemas import TraceStatus, workflow_id_for
 from models.tables import JudgeCall, Trace
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], responses=AUTHENTICATED_ERRORS)
 
 RUNNING = (TraceStatus.PENDING_DISPATCH, TraceStatus.QUEUED, TraceStatus.EVALUATING, TraceStatus.RETRYING)
 

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import uuid
 
 from fastapi import APIRouter, Request, status
 from sqlalchemy import select, update
 
-from api.deps import CurrentCaller, Resources, Session, new_api_key
-from api.errors import ApiError
+from api.deps import CurrentCaller, Resources, Session, has_admin_token, new_api_key
+from api.errors import REQUEST_ERRORS, ApiError, error_responses
 from models.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, OrganizationCreate, OrganizationCreated
 from models.tables import ApiKey, Organization
 
-router = APIRouter(tags=["organizations"])
+router = APIRouter(tags=["organizations"], responses=REQUEST_ERRORS)
+# The API-key routes answer what the key check answers too.
+_KEY_ERRORS = error_responses(401, 429)
 
 
-def _is_admin(request: Request, resources: Resources) -> bool:
-    admin = resources.settings.admin_token
-    if admin is None:
-        return False
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), admin.get_secret_value())
-
-
-@router.post("/organizations", status_code=status.HTTP_201_CREATED, response_model=OrganizationCreated)
+@router.post(
+    "/organizations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrganizationCreated,
+    responses=error_responses(403),
+)
 async def create_organization(
     body: OrganizationCreate, request: Request, resources: Resources, session: Session
 ) -> OrganizationCreated:
@@ -34,10 +31,10 @@ async def create_organization(
 
     Open when AEGIS_ALLOW_SIGNUP is on; otherwise needs the admin token as bearer.
     """
-    if not (resources.settings.allow_signup or _is_admin(request, resources)):
+    if not (resources.settings.allow_signup or has_admin_token(request, resources.settings)):
         raise ApiError(403, "signup_disabled", "Signup is closed; an admin token is required")
     org = Organization(id=uuid.uuid4(), name=body.name, email=str(body.email))
-    key, key_hash, prefix = new_api_key()
+    key, key_hash, prefix = new_api_key(resources.settings)
     session.add(org)
     await session.flush()
     session.add(ApiKey(organization_id=org.id, name="default", key_hash=key_hash, prefix=prefix))
@@ -56,9 +53,13 @@ def _key_out(key: ApiKey) -> ApiKeyOut:
     )
 
 
-@router.post("/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated)
-async def create_api_key(body: ApiKeyCreate, caller: CurrentCaller, session: Session) -> ApiKeyCreated:
-    key, key_hash, prefix = new_api_key()
+@router.post(
+    "/api-keys", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated, responses=_KEY_ERRORS
+)
+async def create_api_key(
+    body: ApiKeyCreate, caller: CurrentCaller, session: Session, resources: Resources
+) -> ApiKeyCreated:
+    key, key_hash, prefix = new_api_key(resources.settings)
     row = ApiKey(organization_id=caller.organization_id, name=body.name, key_hash=key_hash, prefix=prefix)
     session.add(row)
     await session.commit()
@@ -66,7 +67,7 @@ async def create_api_key(body: ApiKeyCreate, caller: CurrentCaller, session: Ses
     return ApiKeyCreated(**_key_out(row).model_dump(), api_key=key)
 
 
-@router.get("/api-keys", response_model=list[ApiKeyOut])
+@router.get("/api-keys", response_model=list[ApiKeyOut], responses=_KEY_ERRORS)
 async def list_api_keys(caller: CurrentCaller, session: Session) -> list[ApiKeyOut]:
     rows = await session.scalars(
         select(ApiKey).where(ApiKey.organization_id == caller.organization_id).order_by(ApiKey.created_at)
@@ -74,7 +75,11 @@ async def list_api_keys(caller: CurrentCaller, session: Session) -> list[ApiKeyO
     return [_key_out(k) for k in rows]
 
 
-@router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/api-keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=_KEY_ERRORS | error_responses(404),
+)
 async def revoke_api_key(key_id: uuid.UUID, caller: CurrentCaller, session: Session) -> None:
     result = await session.execute(
         update(ApiKey)

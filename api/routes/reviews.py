@@ -17,14 +17,14 @@ from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.engine import Row
 
 from api.deps import CurrentCaller, Session
-from api.errors import ApiError
+from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses
 from api.pagination import within
 from evaluators.escalation import EXPERT
 from evaluators.types import Severity
 from models.schemas import ShortText, workflow_id_for
 from models.tables import EvaluationResult, ExpertLabel, ReviewRequest, Trace, VerdictChange
 
-router = APIRouter(tags=["reviews"])
+router = APIRouter(tags=["reviews"], responses=AUTHENTICATED_ERRORS)
 
 # A claim older than this counts as released: a reviewer who walks away does
 # not block the trace until its deadline.
@@ -205,7 +205,7 @@ def _claimed_by_other(holder: str) -> ApiError:
     )
 
 
-@router.post("/reviews/{trace_id}/claim", response_model=ReviewItem)
+@router.post("/reviews/{trace_id}/claim", response_model=ReviewItem, responses=error_responses(404, 409))
 async def claim_review(
     trace_id: uuid.UUID, body: ReviewerIn, caller: CurrentCaller, session: Session
 ) -> ReviewItem:
@@ -240,7 +240,7 @@ async def claim_review(
     raise ApiError(409, "review_claimed", "The review's claim is changing hands; try again")
 
 
-@router.post("/reviews/{trace_id}/unclaim", response_model=ReviewItem)
+@router.post("/reviews/{trace_id}/unclaim", response_model=ReviewItem, responses=error_responses(404, 409))
 async def unclaim_review(
     trace_id: uuid.UUID, body: ReviewerIn, caller: CurrentCaller, session: Session
 ) -> ReviewItem:

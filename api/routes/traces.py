@@ -11,14 +11,14 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import delete, select, update
-from temporalio.service import RPCError
 
 from api.deps import CurrentCaller, Resources, Session
-from api.errors import ApiError, validation_details
+from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses, validation_details
 from api.ingest import ingest
 from api.pagination import MAX_PAGE_SIZE, paginate, split_page, within
 from core.dispatch import mark_queued, start_evaluation
 from core.settings import workflow_url
+from core.workflow_cleanup import delete_trace_workflows
 from models.schemas import (
     FINAL_STATUSES,
     BatchAccepted,
@@ -34,7 +34,7 @@ from models.schemas import (
 )
 from models.tables import Trace
 
-router = APIRouter(tags=["traces"])
+router = APIRouter(tags=["traces"], responses=AUTHENTICATED_ERRORS)
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +48,12 @@ class TraceSummary(BaseModel):
     evaluated_at: dt.datetime | None
 
 
-@router.post("/traces", status_code=status.HTTP_202_ACCEPTED, response_model=TraceAccepted)
+@router.post(
+    "/traces",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TraceAccepted,
+    responses={200: {"model": TraceAccepted, "description": "The external_id was seen before: that trace"}},
+)
 async def submit_trace(body: TraceIn, caller: CurrentCaller, resources: Resources) -> JSONResponse:
     """Store a trace and start its evaluation. Same ``external_id`` → same trace (200)."""
     [stored] = await ingest(resources, caller.organization_id, [body])
@@ -136,7 +141,7 @@ async def load_trace(session: Session, caller: CurrentCaller, trace_id: uuid.UUI
     return trace
 
 
-@router.get("/traces/{trace_id}", response_model=TraceOut)
+@router.get("/traces/{trace_id}", response_model=TraceOut, responses=error_responses(404))
 async def get_trace(
     trace_id: uuid.UUID, caller: CurrentCaller, session: Session, resources: Resources
 ) -> TraceOut:
@@ -148,20 +153,19 @@ async def get_trace(
     )
 
 
-@router.delete("/traces/{trace_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/traces/{trace_id}", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(404))
 async def delete_trace(
     trace_id: uuid.UUID, caller: CurrentCaller, session: Session, resources: Resources
 ) -> None:
-    """Cancel the trace's workflow if it runs, then delete the trace and its results."""
+    """Delete the trace, its results and labels, and its workflows' histories.
+
+    Temporal terminates a running workflow and drops its history (which holds
+    the trace's text). An unreachable Temporal does not block deletion: the
+    workflow stops itself on a missing trace and its history expires with the
+    namespace's retention.
+    """
     trace = await load_trace(session, caller, trace_id)
-    try:
-        await resources.temporal.get_workflow_handle(
-            workflow_id_for(trace_id, trace.evaluation_version)
-        ).cancel(rpc_timeout=dt.timedelta(seconds=resources.settings.temporal_rpc_timeout_seconds))
-    except RPCError as exc:
-        # Not found / already closed is the common case; an unreachable Temporal
-        # must not block deletion: the workflow stops itself on a missing trace.
-        log.info("cancel of workflow for trace %s: %s", trace_id, exc.status.name)
+    await delete_trace_workflows(resources.temporal, resources.settings, trace_id, trace.evaluation_version)
     await session.execute(
         delete(Trace).where(Trace.id == trace_id, Trace.organization_id == caller.organization_id)
     )
@@ -169,7 +173,10 @@ async def delete_trace(
 
 
 @router.post(
-    "/traces/{trace_id}/reevaluate", status_code=status.HTTP_202_ACCEPTED, response_model=ReevaluationAccepted
+    "/traces/{trace_id}/reevaluate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReevaluationAccepted,
+    responses=error_responses(404, 409),
 )
 async def reevaluate_trace(
     trace_id: uuid.UUID, caller: CurrentCaller, session: Session, resources: Resources

@@ -10,10 +10,10 @@ from sqlalchemy import cast, func, select
 from sqlalchemy.types import Date
 
 from api.deps import CurrentCaller, Session
-from api.errors import ApiError
+from api.errors import AUTHENTICATED_ERRORS, ApiError
 from models.tables import UsageMetric
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(tags=["usage"], responses=AUTHENTICATED_ERRORS)
 
 MAX_RANGE = dt.timedelta(days=366)
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)

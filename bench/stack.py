@@ -1,0 +1,172 @@
+"""The platform as benchmarks run it: real processes on loopback.
+
+``Stack`` starts what is not given: an embedded PostgreSQL (in a temporary
+folder) and a Temporal dev server (in memory), applies the migrations, then
+starts ``aegis api`` and as many ``aegis worker`` processes as asked, each as
+production runs them. Pass ``database_url`` / ``temporal_address`` to measure
+against servers of your own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from core.embedded import (
+    EmbeddedPostgres,
+    free_port,
+    temporal_dev_server_command,
+    wait_for_http,
+    wait_for_temporal,
+)
+from core.migrations import upgrade_database
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "bench-admin-" + uuid.uuid4().hex
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (and its children, e.g. uvicorn's) in MB, from /proc."""
+    total = 0
+    for candidate in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return round(total / 1024, 1)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class Stack:
+    workers: int = 1
+    database_url: str | None = None
+    temporal_address: str | None = None
+    api_processes: int = 1
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    api_url: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _postgres: EmbeddedPostgres | None = None
+    _tmp: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> Stack:
+        self._tmp = tempfile.TemporaryDirectory(prefix="aegis-bench-")
+        home = Path(self._tmp.name)
+        try:
+            if self.database_url is None:
+                self._postgres = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
+                self.database_url = asyncio.run(self._postgres.ensure_database("aegis"))
+            upgrade_database(self.database_url)
+            if self.temporal_address is None:
+                port = free_port()
+                self._start("temporal", temporal_dev_server_command(db_file=None, port=port, ui_port=None))
+                self.temporal_address = f"127.0.0.1:{port}"
+                asyncio.run(wait_for_temporal(self.temporal_address, "default"))
+            api_port = free_port()
+            self.api_url = f"http://127.0.0.1:{api_port}"
+            self.env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")} | {
+                "AEGIS_DATABASE_URL": self.database_url,
+                "AEGIS_TEMPORAL_ADDRESS": self.temporal_address,
+                "AEGIS_ADMIN_TOKEN": ADMIN_TOKEN,
+                "AEGIS_API_KEY_PEPPER": "bench-pepper",
+                "AEGIS_LOG_LEVEL": "WARNING",
+                # A benchmark client is exactly the noisy client the limit is for.
+                "AEGIS_API_RATE_LIMIT_PER_MINUTE": "0",
+                **self.extra_env,
+            }
+            api = [sys.executable, "-m", "cli.main", "api", "--port", str(api_port)]
+            self._start("api", [*api, "--workers", str(self.api_processes)])
+            for number in range(self.workers):
+                self.start_worker(number)
+            asyncio.run(wait_for_http(f"{self.api_url}/health"))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def start_worker(self, number: int) -> None:
+        self._start(f"worker-{number}", [sys.executable, "-m", "cli.main", "worker"])
+
+    def stop(self, name: str) -> None:
+        process = self._processes.pop(name)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def pid(self, name: str) -> int:
+        return self._processes[name].pid
+
+    @property
+    def worker_names(self) -> list[str]:
+        return [name for name in self._processes if name.startswith("worker-")]
+
+    def _start(self, name: str, command: list[str]) -> None:
+        self._processes[name] = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env or None,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Workers and the API before the servers they use.
+        for name in [n for n in self._processes if n != "temporal"] + ["temporal"]:
+            if name in self._processes:
+                self.stop(name)
+        if self._postgres is not None:
+            self._postgres.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+async def create_organization(api_url: str) -> str:
+    """A new organisation's API key."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        response = await client.post(
+            "/api/v1/organizations",
+            json={"name": f"bench-{uuid.uuid4().hex[:8]}", "email": "bench@example.com"},
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        response.raise_for_status()
+        return str(response.json()["api_key"])
+
+
+def percentile(sorted_values: list[float], share: float) -> float:
+    index = min(len(sorted_values) - 1, round(share * (len(sorted_values) - 1)))
+    return sorted_values[index]
+
+
+def now() -> float:
+    return time.perf_counter()
