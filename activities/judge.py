@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from decimal import Decimal
 from typing import TypeVar
@@ -40,10 +42,10 @@ from core.packs import PackResolver
 from core.secrets import SecretKeyMissing
 from core.settings import Settings
 from evaluators.escalation import JUDGE
-from evaluators.judge.config import call_cost_usd
+from evaluators.judge.config import JudgeConfig, call_cost_usd
 from evaluators.judge.errors import JudgeProviderError
 from evaluators.judge.prompt import JudgePrompt, build_prompt, rubric_ids
-from evaluators.judge.providers import make_judge
+from evaluators.judge.providers import Judge, make_judge
 from evaluators.judge.run import JudgeExchange, JudgeOutcome, run_judge
 from evaluators.sanitize import sanitise
 from evaluators.types import Finding
@@ -114,6 +116,28 @@ def _findings(outcome: JudgeOutcome, vocabulary: frozenset[str]) -> list[Finding
     return findings
 
 
+class JudgeClients:
+    """Provider clients kept per configuration and key, reused across calls.
+
+    A client per call meant a new TLS context and a new connection (a TLS
+    handshake to the provider) for every judge call. The least recently used
+    client is dropped beyond ``limit``; it is not closed here, since a call
+    may still be using it (its connections close when it is collected).
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self._limit = limit
+        self._judges: OrderedDict[tuple[str, str], Judge] = OrderedDict()
+
+    def get(self, config: JudgeConfig, api_key: str) -> Judge:
+        key = (config.model_dump_json(), hashlib.sha256(api_key.encode()).hexdigest())
+        judge = self._judges.pop(key, None) or make_judge(config, api_key)
+        self._judges[key] = judge
+        while len(self._judges) > self._limit:
+            self._judges.popitem(last=False)
+        return judge
+
+
 class JudgeActivities:
     def __init__(
         self, session_factory: async_sessionmaker[AsyncSession], packs: PackResolver, settings: Settings
@@ -121,6 +145,7 @@ class JudgeActivities:
         self._sessions = session_factory
         self._packs = packs
         self._settings = settings
+        self._clients = JudgeClients()
 
     @activity.defn(name="tier3_judge")
     async def judge(self, task: JudgeInput) -> TierOutcome:
@@ -172,7 +197,7 @@ class JudgeActivities:
         )
         prompt = build_prompt(pack, input_text=input_text, output_text=output_text, findings=task.findings)
 
-        judge = make_judge(resolved.config, resolved.api_key)
+        judge = self._clients.get(resolved.config, resolved.api_key)
         try:
             outcome = await heartbeating(run_judge(judge, prompt, rubric_ids(pack)))
         except JudgeProviderError as exc:
@@ -186,8 +211,6 @@ class JudgeActivities:
                 task, resolved, prompt, failure, exc.exchanges, time.perf_counter() - started
             )
             raise judge_failed(failure) from None
-        finally:
-            await judge.aclose()
 
         cost = call_cost_usd(resolved.prices, outcome.model, outcome.input_tokens, outcome.output_tokens)
         await self._record(task, resolved, outcome, cost)

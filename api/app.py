@@ -51,6 +51,8 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
         try:
             yield
         finally:
+            # Starts still queued after a few seconds stay pending_dispatch for the sweep.
+            await app.state.resources.dispatcher.aclose()
             await engine.dispose()
 
     app = FastAPI(

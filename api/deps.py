@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from api.dispatcher import Dispatcher
 from api.errors import ApiError
 from core.packs import PackResolver
 from core.settings import Settings
@@ -37,9 +38,20 @@ class AppResources:
     temporal: Client
     # Compiled organisation packs, cached per version like the worker's.
     packs: PackResolver = field(init=False)
+    # Starts the workflows of accepted traces off the request path.
+    dispatcher: Dispatcher = field(init=False)
+
+    # Sessions whose every statement commits on its own: one round trip for a
+    # single read or write instead of three (BEGIN, statement, COMMIT).
+    autocommit_sessions: async_sessionmaker[AsyncSession] = field(init=False)
 
     def __post_init__(self) -> None:
+        engine = self.session_factory.kw["bind"]
+        self.autocommit_sessions = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
         self.packs = PackResolver(self.session_factory)
+        self.dispatcher = Dispatcher(self.temporal, self.settings, self.session_factory)
 
 
 def get_resources(request: Request) -> AppResources:
@@ -133,12 +145,22 @@ class Caller:
     api_key_id: uuid.UUID
 
 
-async def get_caller(request: Request, session: Session, resources: Resources) -> Caller:
+async def get_caller(request: Request, resources: Resources) -> Caller:
     token = bearer_token(request)
     if not token:
         raise ApiError(401, "missing_api_key", "An API key is required", headers=_UNAUTHORIZED_HEADERS)
     if not token.startswith(API_KEY_PREFIX):
         raise ApiError(401, "invalid_api_key", "The API key is not valid", headers=_UNAUTHORIZED_HEADERS)
+    # A connection of its own, in autocommit (no BEGIN/COMMIT round trips),
+    # back in the pool before the route runs: a route that then waits on
+    # Temporal or opens a session of its own never holds two connections. (When
+    # the lookup held the request's connection, more concurrent requests than
+    # pooled connections deadlocked the pool until its timeout.)
+    async with resources.autocommit_sessions() as session:
+        return await _authenticate(request, session, resources, token)
+
+
+async def _authenticate(request: Request, session: AsyncSession, resources: Resources, token: str) -> Caller:
     key = await find_api_key(session, token, resources.settings)
     if key is None:
         raise ApiError(401, "invalid_api_key", "The API key is not valid", headers=_UNAUTHORIZED_HEADERS)
@@ -157,12 +179,6 @@ async def get_caller(request: Request, session: Session, resources: Resources) -
     now = dt.datetime.now(dt.UTC)
     if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
-    # Ends the transaction, so the connection goes back to the pool: a route
-    # that then waits on Temporal, or opens a session of its own (ingestion),
-    # must not hold one meanwhile. With more concurrent requests than pooled
-    # connections, each holding one and waiting for a second, the pool
-    # deadlocked until its timeout.
-    await session.commit()
     return Caller(organization_id=key.organization_id, api_key_id=key.id)
 
 

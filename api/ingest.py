@@ -1,15 +1,14 @@
-"""Ingestion: store traces first, then start their workflows.
+"""Ingestion: store traces, answer, and start their workflows in the background.
 
 Order matters for "an accepted trace is never lost": the trace is committed
-to PostgreSQL as ``pending_dispatch`` before Temporal is asked for anything.
-If the workflow start fails (Temporal down), the client still gets its 202
-and the dispatch sweep starts the workflow once Temporal is back.
+to PostgreSQL as ``pending_dispatch`` before the client gets its 202, and
+only then handed to the dispatcher (``api/dispatcher.py``), which starts the
+workflow off the request path. If that fails (Temporal down), the dispatch
+sweep starts it once Temporal is back.
 """
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -18,13 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
 from api.deps import AppResources
-from core.dispatch import mark_queued, start_evaluation
+from api.dispatcher import PendingStart
 from models.schemas import TraceIn, TraceStatus
 from models.tables import Trace
-
-# Workflow starts in flight at once for one batch: enough to hide the round
-# trip, few enough not to flood the Temporal frontend.
-BATCH_START_CONCURRENCY = 32
 
 
 @dataclass
@@ -33,6 +28,13 @@ class StoredTrace:
     domain: str
     status: TraceStatus
     duplicate: bool
+
+
+_INSERT = (
+    insert(Trace.__table__)
+    .on_conflict_do_nothing(index_elements=["organization_id", "external_id"])
+    .returning(Trace.__table__.c.id)
+)
 
 
 def _row(organization_id: uuid.UUID, trace: TraceIn) -> dict[str, Any]:
@@ -49,17 +51,15 @@ def _row(organization_id: uuid.UUID, trace: TraceIn) -> dict[str, Any]:
 async def store_traces(
     resources: AppResources, organization_id: uuid.UUID, traces: list[TraceIn]
 ) -> list[StoredTrace]:
-    """Insert in one statement; an ``external_id`` seen before returns the existing trace."""
+    """Insert in one statement; an ``external_id`` seen before returns the existing trace.
+
+    The statement is the same whatever the number of rows (they are its
+    parameters), so it is compiled once per process, and it runs in
+    autocommit: one round trip, atomic on its own.
+    """
     rows = [_row(organization_id, t) for t in traces]
-    table = Trace.__table__
-    statement = (
-        insert(table)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["organization_id", "external_id"])
-        .returning(table.c.id)
-    )
-    async with resources.session_factory() as session:
-        inserted = set((await session.execute(statement)).scalars())
+    async with resources.autocommit_sessions() as session:
+        inserted = set((await session.execute(_INSERT, rows)).scalars())
         duplicates_wanted = {r["external_id"] for r in rows if r["id"] not in inserted}
         existing: dict[str, tuple[uuid.UUID, str]] = {}
         if duplicates_wanted:
@@ -69,7 +69,6 @@ async def store_traces(
                 )
             )
             existing = {ext: (tid, st) for ext, tid, st in found}
-        await session.commit()
 
     stored: list[StoredTrace] = []
     for row in rows:
@@ -83,40 +82,11 @@ async def store_traces(
     return stored
 
 
-async def dispatch(resources: AppResources, organization_id: uuid.UUID, stored: list[StoredTrace]) -> None:
-    """Start workflows for newly stored traces and record which ones started."""
-    fresh = [s for s in stored if not s.duplicate]
-    if not fresh:
-        return
-    settings = resources.settings
-    timeout = dt.timedelta(seconds=settings.temporal_rpc_timeout_seconds)
-    limiter = asyncio.Semaphore(BATCH_START_CONCURRENCY)
-
-    async def start(item: StoredTrace) -> bool:
-        async with limiter:
-            return await start_evaluation(
-                resources.temporal,
-                settings,
-                item.trace_id,
-                organization_id,
-                item.domain,
-                rpc_timeout=timeout,
-            )
-
-    started = await asyncio.gather(*(start(item) for item in fresh))
-    queued = [item for item, ok in zip(fresh, started, strict=True) if ok]
-    if not queued:
-        return
-    async with resources.session_factory() as session:
-        await mark_queued(session, (item.trace_id for item in queued))
-        await session.commit()
-    for item in queued:
-        item.status = TraceStatus.QUEUED
-
-
 async def ingest(
     resources: AppResources, organization_id: uuid.UUID, traces: list[TraceIn]
 ) -> list[StoredTrace]:
     stored = await store_traces(resources, organization_id, traces)
-    await dispatch(resources, organization_id, stored)
+    resources.dispatcher.submit(
+        [PendingStart(item.trace_id, organization_id, item.domain) for item in stored if not item.duplicate]
+    )
     return stored

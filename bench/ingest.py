@@ -2,17 +2,23 @@
 
 Run from the repository root::
 
-    python -m bench.ingest [--requests 2000] [--levels 1,8,32,64] [--batch-traces 10000]
+    python -m bench.ingest [--requests 2000] [--levels 1,8,32,64] [--rate 150] [--batch-traces 10000]
 
 Starts the stack (``bench/stack.py``: embedded PostgreSQL, Temporal dev
 server, ``aegis api`` as a real uvicorn process), then measures twice: with no
 worker running (ingestion alone; the workflows just queue up in Temporal) and
-with one worker evaluating what comes in. At each concurrency level the client
-sends ``--requests`` single POSTs from that many connections; then
-``--batch-traces`` traces in batches of ``--batch-size`` from two connections;
-and ``/health`` at concurrency 1. Latency is measured at the client, on the
-same machine: it includes the client's own share of the two cores. Prints one
-JSON object.
+with one worker evaluating what comes in. Each time:
+
+- ``single_post``: at each concurrency level, that many clients send
+  ``--requests`` POSTs back to back: the most the API accepts, and the
+  latency at that saturation (by Little's law, clients / throughput);
+- ``paced_32``: 32 clients sending ``--rate`` traces/s between them: the
+  latency a client sees at that load;
+- ``batch``: ``--batch-traces`` traces in batches of ``--batch-size`` from two
+  clients; ``health``: ``GET /health`` at concurrency 1.
+
+Latency is measured at the client, on the same machine: it includes the
+client's own share of the two cores. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -89,10 +95,47 @@ async def drive(
     return summary(latencies, now() - started, errors, requests * items_per_request)
 
 
+async def drive_paced(
+    client: httpx.AsyncClient,
+    concurrency: int,
+    rate: float,
+    requests: int,
+    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+    expected: int,
+) -> dict[str, Any]:
+    """``concurrency`` clients sending ``rate`` requests/s between them, each on
+    its own schedule (a late request goes at once: the load never drops)."""
+    latencies: list[float] = []
+    errors = 0
+    interval = concurrency / rate
+
+    async def lane(number: int, count: int, started: float) -> None:
+        nonlocal errors
+        for sent in range(count):
+            due = started + (number / concurrency + sent) * interval
+            if (wait := due - now()) > 0:
+                await asyncio.sleep(wait)
+            begin = now()
+            response = await send(client)
+            latencies.append((now() - begin) * 1000)
+            if response.status_code != expected:
+                errors += 1
+
+    per_lane = max(1, requests // concurrency)
+    started = now()
+    await asyncio.gather(*(lane(n, per_lane, started) for n in range(concurrency)))
+    result = summary(latencies, now() - started, errors, per_lane * concurrency)
+    return {"offered_per_second": rate, **result}
+
+
 async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     key = await create_organization(stack.api_url)
     headers = {"Authorization": f"Bearer {key}"}
-    limits = httpx.Limits(max_connections=max(args.levels), max_keepalive_connections=max(args.levels))
+    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them
+    # from its side (reusing one the server is closing is a ReadError).
+    limits = httpx.Limits(
+        max_connections=max(args.levels), max_keepalive_connections=max(args.levels), keepalive_expiry=4.0
+    )
     async with httpx.AsyncClient(
         base_url=stack.api_url, headers=headers, limits=limits, timeout=60
     ) as client:
@@ -113,6 +156,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         for level in args.levels:
             results["single_post"][str(level)] = await drive(client, level, args.requests, single, 202)
         batches = max(1, args.batch_traces // args.batch_size)
+        results["paced_32"] = await drive_paced(client, 32, args.rate, args.requests, single, 202)
         results["batch"] = await drive(client, 2, batches, batch, 202, items_per_request=args.batch_size)
         results["batch"]["batch_size"] = args.batch_size
         results["health"] = await drive(client, 1, args.requests, health, 200)
@@ -126,6 +170,7 @@ def main() -> None:
     parser.add_argument(
         "--levels", type=lambda text: [int(x) for x in text.split(",")], default=[1, 8, 32, 64]
     )
+    parser.add_argument("--rate", type=float, default=150.0, help="traces/s offered by the paced clients")
     parser.add_argument("--batch-traces", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")

@@ -85,7 +85,15 @@ class Stack:
                 asyncio.run(wait_for_temporal(self.temporal_address, "default"))
             api_port = free_port()
             self.api_url = f"http://127.0.0.1:{api_port}"
-            self.env = {k: v for k, v in os.environ.items() if not k.startswith("AEGIS_")} | {
+            # Bytecode caching as Python does by default (some shells turn it
+            # off): without it the workflow sandbox compiles the workflow
+            # module's source for every evaluation. The image precompiles.
+            inherited = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith("AEGIS_") and k != "PYTHONDONTWRITEBYTECODE"
+            }
+            self.env = inherited | {
                 "AEGIS_DATABASE_URL": self.database_url,
                 "AEGIS_TEMPORAL_ADDRESS": self.temporal_address,
                 "AEGIS_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -108,6 +116,10 @@ class Stack:
     def start_worker(self, number: int) -> None:
         self._start(f"worker-{number}", [sys.executable, "-m", "cli.main", "worker"])
 
+    def start_process(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        """Another process with the stack's environment plus ``env``."""
+        self._start(name, command, {**self.env, **env})
+
     def stop(self, name: str) -> None:
         process = self._processes.pop(name)
         if process.poll() is None:
@@ -125,15 +137,25 @@ class Stack:
     def worker_names(self) -> list[str]:
         return [name for name in self._processes if name.startswith("worker-")]
 
-    def _start(self, name: str, command: list[str]) -> None:
-        self._processes[name] = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=self.env or None,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+        assert self._tmp is not None
+        # Each process's output in the stack's folder; shown if the run fails.
+        with (Path(self._tmp.name) / f"{name}.log").open("wb") as log:
+            self._processes[name] = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env or self.env or None,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _show_logs(self) -> None:
+        assert self._tmp is not None
+        for log in sorted(Path(self._tmp.name).glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-15:]
+            if lines:
+                print(f"--- last lines of {log.name}", *lines, sep="\n", file=sys.stderr)
 
     def __exit__(
         self,
@@ -141,6 +163,8 @@ class Stack:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        if exc is not None and self._tmp is not None:
+            self._show_logs()
         # Workers and the API before the servers they use.
         for name in [n for n in self._processes if n != "temporal"] + ["temporal"]:
             if name in self._processes:

@@ -32,6 +32,7 @@ from core.db import create_engine, create_session_factory
 from core.packs import PackResolver
 from core.settings import Settings
 from core.temporal import connect
+from domains import available_domains, load_domain_pack
 from models.schemas import DispatchSweepInput
 from workflows.dispatch_sweep import SCHEDULE_ID, DispatchPendingTraces
 from workflows.evaluate_trace import EvaluateTrace
@@ -119,6 +120,11 @@ async def run_worker(settings: Settings) -> None:
         else None
     )
     client = await connect(settings, runtime=runtime)
+    # Compile the shipped packs before polling: compiling one takes up to a
+    # second of CPU, which on first use would block the event loop and every
+    # evaluation in flight with it.
+    for name in available_domains():
+        load_domain_pack(name)
     workers = build_workers(client, create_session_factory(engine), settings)
     await ensure_dispatch_schedule(client, settings)
 

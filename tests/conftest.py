@@ -162,10 +162,12 @@ def fake_llm() -> Iterator[FakeLLM]:
 
 
 @pytest.fixture(scope="session")
-def resources(
+async def resources(
     settings: Settings, session_factory: async_sessionmaker[AsyncSession], temporal_client: Client
-) -> AppResources:
-    return AppResources(settings, session_factory, temporal_client)
+) -> AsyncIterator[AppResources]:
+    resources = AppResources(settings, session_factory, temporal_client)
+    yield resources
+    await resources.dispatcher.aclose()
 
 
 @pytest.fixture

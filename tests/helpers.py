@@ -52,10 +52,16 @@ class OrgClient:
         return await self.api.delete(path, headers=self.headers)
 
     async def submit(self, **fields: Any) -> str:
+        """Submit a trace and wait until its workflow has been started (by the API's dispatcher)."""
         body = {"model": "gpt-4", "input": "What is 2+2?", "output": "4", "domain": "generic", **fields}
         response = await self.post("/api/v1/traces", json=body)
         assert response.status_code in (200, 202), response.text
-        return str(response.json()["trace_id"])
+        trace_id = str(response.json()["trace_id"])
+        deadline = time.monotonic() + 10.0
+        while (await self.get(f"/api/v1/traces/{trace_id}")).json()["status"] == "pending_dispatch":
+            assert time.monotonic() < deadline, f"trace {trace_id} not dispatched after 10s"
+            await asyncio.sleep(0.02)
+        return trace_id
 
     async def wait_for_evaluation(self, trace_id: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -53,8 +53,8 @@ async def test_trace_accepted_while_temporal_is_down_is_evaluated_once_it_is_bac
     elapsed = time.monotonic() - started
     assert response.status_code == 202, response.text
     assert response.json()["status"] == "pending_dispatch"
-    # Ingestion is bounded by the configured Temporal RPC timeout, with slack for retries.
-    assert elapsed < settings.temporal_rpc_timeout_seconds * 4
+    # Ingestion does not wait for Temporal at all (the start is attempted in the background).
+    assert elapsed < settings.temporal_rpc_timeout_seconds
     trace_id = response.json()["trace_id"]
     assert (await org.get(f"/api/v1/traces/{trace_id}")).json()["status"] == "pending_dispatch"
 

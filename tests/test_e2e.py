@@ -8,6 +8,7 @@ import uuid
 import pytest
 from temporalio.client import Client
 
+from api.deps import AppResources
 from models.schemas import WorkflowState, workflow_id_for
 from tests.helpers import OrgClient, settled_automatically
 
@@ -21,7 +22,8 @@ async def test_walkthrough_returns_a_final_evaluation(org: OrgClient) -> None:
     )
     assert response.status_code == 202
     body = response.json()
-    assert body["status"] == "queued"
+    # Stored; the workflow is started in the background, off the request path.
+    assert body["status"] == "pending_dispatch"
 
     evaluation = await org.wait_for_evaluation(body["trace_id"])
     assert settled_automatically(evaluation), evaluation
@@ -32,6 +34,20 @@ async def test_walkthrough_returns_a_final_evaluation(org: OrgClient) -> None:
     tiers = {t["name"]: t["status"] for t in evaluation["tiers"]}
     # Nothing found: the rules settle it, no costlier tier runs.
     assert tiers == {"sanitise": "completed", "rules": "completed"}
+
+
+async def test_the_dispatcher_starts_accepted_traces_in_the_background(
+    org: OrgClient, resources: AppResources, temporal_client: Client
+) -> None:
+    trace_ids = [await org.submit(external_id=f"bg-{n}-{uuid.uuid4().hex[:6]}") for n in range(5)]
+    await resources.dispatcher.idle()
+    for trace_id in trace_ids:
+        status = (await org.get(f"/api/v1/traces/{trace_id}")).json()["status"]
+        assert status != "pending_dispatch", trace_id
+        description = await temporal_client.get_workflow_handle(
+            workflow_id_for(uuid.UUID(trace_id))
+        ).describe()
+        assert description.workflow_type == "EvaluateTrace"
 
 
 async def test_overdose_fails_with_a_dosage_issue(org: OrgClient) -> None:

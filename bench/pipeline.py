@@ -1,0 +1,308 @@
+"""End-to-end evaluation throughput, against the bare Temporal ceiling of the same shape.
+
+Run from the repository root::
+
+    python -m bench.pipeline [--traces 600] [--judge-latency-ms 0] [--workers 1]
+
+1. Pipeline: starts the stack (``bench/stack.py``) with ``--workers`` worker
+   processes and an LLM judge per domain served by the local fake provider
+   (``tests/fake_llm.py``, answering after ``--judge-latency-ms``). Submits
+   ``--traces`` realistic traces at once through the batch endpoint: the
+   labelled sets under ``tests/data`` (five domains, about half unsafe), so
+   a realistic share escalates to the judge or to review. Measures until
+   every trace has its automated verdict (``completed``, or
+   ``awaiting_review`` for those an expert should see).
+2. Ceiling: the same server, the same number of worker processes with the
+   same settings, running ``bench/ceiling.py``'s workflow, whose activities
+   do nothing: per workflow the same sequence of activities, on the same
+   queues, as the pipeline's histories show.
+
+Prints one JSON object: traces/s and time to final status for both, their
+ratio, the activities per trace, and the peak RSS of the API and a worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import yaml
+from cryptography.fernet import Fernet
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from bench.ceiling import WORKFLOW_NAME, NoopEvaluationInput
+from bench.stack import Stack, create_organization, now, percentile, rss_mb
+from core.codec import data_converter
+from core.settings import Settings
+from domains import load_domain_pack
+from models.schemas import workflow_id_for
+from tests.fake_llm import FakeLLM, Reply
+
+LABELLED = Path(__file__).resolve().parent.parent / "tests" / "data" / "labelled_traces.yaml"
+FINAL = ("completed", "failed", "awaiting_review")
+CEILING_QUEUES = {"evaluations": "bench-ceiling-evaluations", "judge": "bench-ceiling-judge"}
+HISTORY_SAMPLE = 60
+P0_CLAIM_PER_WORKER = 10.0  # traces/s per worker promised by the design this replaces
+
+
+def workload(count: int) -> list[dict[str, Any]]:
+    """``count`` traces cycling through the labelled set (each with a unique external id)."""
+    traces = yaml.safe_load(LABELLED.read_text())["traces"]
+    fields = ("model", "input", "output", "domain", "rag_contexts", "rl_episode", "metadata")
+    items = []
+    for number, trace in zip(range(count), itertools.cycle(traces), strict=False):
+        item = {key: trace[key] for key in fields if trace.get(key) is not None}
+        item.setdefault("model", "gpt-4o-mini")
+        items.append({**item, "external_id": f"bench-{number}-{uuid.uuid4().hex[:8]}"})
+    return items
+
+
+def judge_reply(domain: str, latency_s: float) -> Reply:
+    """A valid 'safe' verdict for the domain's rubric, after ``latency_s``."""
+    rubric = [criterion.id for criterion in load_domain_pack(domain).rubric]
+    verdict = {
+        "rating": "safe",
+        "criteria": [{"criterion": c, "score": 0.9, "reasoning": "Fine."} for c in rubric],
+        "issues": [],
+        "confidence": 0.9,
+        "review_recommended": False,
+        "summary": "Looks fine.",
+    }
+    return Reply.hang(latency_s, Reply.json(verdict, input_tokens=600, output_tokens=120))
+
+
+class PeakRss:
+    """Samples the RSS of some processes every 0.2 s; keeps the peak of each."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.peak = dict.fromkeys(pids, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for name, pid in self.pids.items():
+                self.peak[name] = max(self.peak[name], rss_mb(pid))
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def run_pipeline(stack: Stack, fake: FakeLLM, args: argparse.Namespace) -> dict[str, Any]:
+    key = await create_organization(stack.api_url)
+    headers = {"Authorization": f"Bearer {key}"}
+    traces = workload(args.traces)
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=120) as api:
+        for domain in sorted({t["domain"] for t in traces}):
+            model = f"bench-judge-{domain}-{uuid.uuid4().hex[:6]}"
+            fake.script(model, judge_reply(domain, args.judge_latency_ms / 1000))
+            response = await api.put(
+                f"/api/v1/judge/configs/{domain}",
+                json={
+                    "provider": "openai_compatible",
+                    "model": model,
+                    "base_url": f"{fake.url}/v1",
+                    "api_key": "sk-bench",
+                    "timeout_seconds": 30,
+                },
+            )
+            response.raise_for_status()
+        started = now()
+        trace_ids: list[str] = []
+        for start in range(0, len(traces), 500):
+            response = await api.post("/api/v1/traces/batch", json={"traces": traces[start : start + 500]})
+            response.raise_for_status()
+            trace_ids += [item["trace_id"] for item in response.json()["results"]]
+        submitted = now()
+
+    database = stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    connection = await _connect(database)
+    try:
+        while True:
+            done = await connection.fetchval(
+                "SELECT count(*) FROM traces WHERE id = ANY($1::uuid[]) AND status = ANY($2::text[])",
+                trace_ids,
+                list(FINAL),
+            )
+            if done == len(trace_ids):
+                break
+            if now() - started > args.timeout:
+                raise SystemExit(f"pipeline: {done} of {len(trace_ids)} final after {args.timeout}s")
+            await asyncio.sleep(0.2)
+        finished = now()
+        rows = await connection.fetch(
+            "SELECT extract(epoch FROM r.created_at - t.created_at) AS seconds, t.status, r.decided_by "
+            "FROM traces t JOIN evaluation_results r ON r.trace_id = t.id AND r.version = 1 "
+            "WHERE t.id = ANY($1::uuid[])",
+            trace_ids,
+        )
+    finally:
+        await connection.close()
+    to_final = sorted(float(row["seconds"]) for row in rows)
+    elapsed = finished - started
+    return {
+        "traces": len(trace_ids),
+        "ingest_seconds": round(submitted - started, 2),
+        "seconds": round(elapsed, 2),
+        "traces_per_second": round(len(trace_ids) / elapsed, 1),
+        "time_to_final_p50_s": round(percentile(to_final, 0.5), 2),
+        "time_to_final_p95_s": round(percentile(to_final, 0.95), 2),
+        "decided_by": dict(sorted(_count(row["decided_by"] for row in rows).items())),
+        "awaiting_review": sum(row["status"] == "awaiting_review" for row in rows),
+        "trace_ids": trace_ids,
+    }
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    # The embedded server's URL names its socket folder as "?host=/dir&port=N".
+    base, _, query = url.partition("?")
+    params = dict(part.split("=", 1) for part in query.split("&") if part)
+    return await asyncpg.connect(base, host=params.get("host"), port=params.get("port"))
+
+
+def _count(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    return counts
+
+
+async def activity_shapes(client: Client, trace_ids: list[str]) -> tuple[list[list[str]], dict[str, float]]:
+    """Per sampled workflow, the queue kind ("evaluations" or "judge") of each
+    activity it ran; and the mean count of history events by type."""
+    shapes = []
+    events: dict[str, int] = {}
+    sample = trace_ids[:: max(1, len(trace_ids) // HISTORY_SAMPLE)]
+    for trace_id in sample:
+        history = await client.get_workflow_handle(workflow_id_for(uuid.UUID(trace_id))).fetch_history()
+        scheduled = [
+            event.activity_task_scheduled_event_attributes.task_queue.name
+            for event in history.events
+            if event.HasField("activity_task_scheduled_event_attributes")
+        ]
+        shapes.append(["judge" if "judge" in queue else "evaluations" for queue in scheduled])
+        for event in history.events:
+            name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_").lower()
+            events[name] = events.get(name, 0) + 1
+    return shapes, {name: round(count / len(sample), 2) for name, count in sorted(events.items())}
+
+
+async def run_ceiling(
+    client: Client, shapes: list[list[str]], count: int, timeout: float, upserts_per_step: int = 0
+) -> dict[str, Any]:
+    limiter = asyncio.Semaphore(32)  # as many starts in flight as ingestion uses
+    latencies: list[float] = []
+
+    async def one(number: int, shape: list[str]) -> None:
+        async with limiter:
+            begun = now()
+            handle = await client.start_workflow(
+                WORKFLOW_NAME,
+                NoopEvaluationInput(
+                    steps=[CEILING_QUEUES[kind] for kind in shape], upserts_per_step=upserts_per_step
+                ),
+                id=f"bench-ceiling-{number}-{uuid.uuid4().hex[:6]}",
+                task_queue=CEILING_QUEUES["evaluations"],
+            )
+        await handle.result()
+        latencies.append(now() - begun)
+
+    started = now()
+    await asyncio.wait_for(
+        asyncio.gather(
+            *(one(n, shape) for n, shape in zip(range(count), itertools.cycle(shapes), strict=False))
+        ),
+        timeout,
+    )
+    elapsed = now() - started
+    latencies.sort()
+    return {
+        "workflows": count,
+        "seconds": round(elapsed, 2),
+        "traces_per_second": round(count / elapsed, 1),
+        "time_to_final_p50_s": round(percentile(latencies, 0.5), 2),
+        "time_to_final_p95_s": round(percentile(latencies, 0.95), 2),
+    }
+
+
+async def shapes_and_ceiling(
+    stack: Stack, trace_ids: list[str], timeout: float
+) -> tuple[list[list[str]], dict[str, Any]]:
+    settings = Settings(temporal_address=stack.temporal_address)
+    client = await Client.connect(stack.temporal_address or "", data_converter=data_converter(settings))
+    shapes, events = await activity_shapes(client, trace_ids)
+    ceiling = await run_ceiling(client, shapes, len(trace_ids), timeout)
+    # The same, with one search-attribute update after each activity (the
+    # pipeline keeps its status, tier and severity visible that way).
+    with_updates = await run_ceiling(client, shapes, len(trace_ids), timeout, upserts_per_step=1)
+    return shapes, {
+        **ceiling,
+        "with_a_search_attribute_update_per_activity": with_updates,
+        "pipeline_history_events_per_trace": events,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traces", type=int, default=600)
+    parser.add_argument("--judge-latency-ms", type=float, default=0.0)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (pipeline and ceiling)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
+    args = parser.parse_args()
+
+    env = {"AEGIS_ALLOW_PRIVATE_URLS": "true", "AEGIS_SECRET_KEY": Fernet.generate_key().decode()}
+    output: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "workers": args.workers,
+        "judge_latency_ms": args.judge_latency_ms,
+    }
+    with FakeLLM() as fake, Stack(workers=args.workers, extra_env=env) as stack:
+        with PeakRss({"api": stack.pid("api"), "worker": stack.pid("worker-0")}) as memory:
+            pipeline = asyncio.run(run_pipeline(stack, fake, args))
+        trace_ids = pipeline.pop("trace_ids")
+        output["pipeline"] = pipeline
+        output["peak_rss_mb"] = memory.peak
+
+        for name in stack.worker_names:
+            stack.stop(name)
+        for number in range(args.workers):
+            stack.start_process(
+                f"ceiling-{number}",
+                [sys.executable, "-m", "bench.ceiling"],
+                {
+                    "AEGIS_TASK_QUEUE": CEILING_QUEUES["evaluations"],
+                    "AEGIS_JUDGE_TASK_QUEUE": CEILING_QUEUES["judge"],
+                },
+            )
+        shapes, ceiling = asyncio.run(shapes_and_ceiling(stack, trace_ids, args.timeout))
+        lengths = [len(shape) for shape in shapes]
+        output["activities_per_trace"] = {
+            "mean": round(statistics.fmean(lengths), 2),
+            "judge_share": round(sum("judge" in shape for shape in shapes) / len(shapes), 2),
+            "sampled_workflows": len(shapes),
+        }
+        output["ceiling"] = ceiling
+        output["ratio_to_ceiling"] = round(pipeline["traces_per_second"] / ceiling["traces_per_second"], 2)
+        output["p0_claim_traces_per_second"] = P0_CLAIM_PER_WORKER * args.workers
+    print(json.dumps(output))
+
+
+if __name__ == "__main__":
+    main()
