@@ -155,19 +155,27 @@ def percentile(sorted_values: list[float], share: float) -> float:
     return sorted_values[index]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", choices=["labelled", "mix"], default="labelled")
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every single-core benchmark of the tiers shares."""
     parser.add_argument("--domain", default="healthcare")
     parser.add_argument("--traces", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
 
-    # One core: the figure is per core, and pinning keeps the scheduler from
-    # moving the process between cores mid-measurement.
+
+def pin_to_one_core() -> None:
+    """The figure is per core, and pinning keeps the scheduler from moving
+    the process between cores mid-measurement."""
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=["labelled", "mix"], default="labelled")
+    add_workload_arguments(parser)
+    args = parser.parse_args()
+    pin_to_one_core()
 
     rng = random.Random(args.seed)
     if args.workload == "mix":
