@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, Protocol
 
-import anthropic
-import openai
 from pydantic import BaseModel, ConfigDict
 
 from evaluators.judge.config import JudgeConfig
@@ -73,6 +71,12 @@ class OpenAIJudge:
         self.structured: Structured = structured or (
             "json_schema" if config.provider == "openai" else "json_object"
         )
+        # Imported on first use: the SDKs are large (about 20 MB for openai,
+        # 40 MB for anthropic), and a process that never calls a provider of
+        # that kind should not carry them.
+        import openai
+
+        self._sdk_error = openai.OpenAIError
         self._client = openai.AsyncOpenAI(
             api_key=_key(api_key),
             base_url=config.base_url,
@@ -102,7 +106,7 @@ class OpenAIJudge:
     async def complete(self, messages: list[dict[str, str]]) -> ProviderReply:
         try:
             completion = await self._client.chat.completions.create(**self._request(messages))
-        except openai.OpenAIError as exc:
+        except self._sdk_error as exc:
             raise classify_openai_error(exc) from None
         choice = completion.choices[0] if completion.choices else None
         if choice is not None and choice.message.refusal:
@@ -130,6 +134,9 @@ class AnthropicJudge:
         if config.provider != "anthropic":
             raise ValueError(f"AnthropicJudge cannot serve provider {config.provider!r}")
         self.config = config
+        import anthropic  # on first use, as openai above
+
+        self._sdk_error = anthropic.AnthropicError
         self._client = anthropic.AsyncAnthropic(
             api_key=_key(api_key),
             base_url=config.base_url,
@@ -163,7 +170,7 @@ class AnthropicJudge:
     async def complete(self, messages: list[dict[str, str]]) -> ProviderReply:
         try:
             message = await self._client.messages.create(**self._request(messages))
-        except anthropic.AnthropicError as exc:
+        except self._sdk_error as exc:
             raise classify_anthropic_error(exc) from None
         if message.stop_reason == "refusal":
             raise _refused("anthropic")

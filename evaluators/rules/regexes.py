@@ -196,19 +196,33 @@ def _any_present(index: WordIndex, requirement: _Requirement, found: set[str] | 
 
 
 class _Part:
-    __slots__ = ("anchored", "compiled", "folded", "prefilter")
+    __slots__ = ("_compiled", "_flags", "_source", "anchored", "folded", "prefilter")
 
     def __init__(self, source: str, flags: int, compiled: Any = None) -> None:
         # Anchored at the start of the text (``\A`` before one alternative):
         # it can only match at offset 0, and one ``match`` there is all it
         # takes; a search would try (and fail) at every other offset.
         self.anchored = source.startswith("\\A") and len(_split_top_level(source)) == 1
-        self.compiled = compiled if compiled is not None else regex.compile(source, flags)
+        self._source, self._flags = source, flags
         # The same pattern for lower-cased ASCII text, when that is equivalent.
         self.folded = None
         if flags & regex.IGNORECASE and folds_safely(source):
             self.folded = regex.compile(source, flags & ~regex.IGNORECASE)
+        # The pattern as written serves text that is not simple-case. Where a
+        # folded variant exists that is rare, so it is compiled on first use:
+        # compiled patterns are most of a pack's memory (tens of MB for the
+        # shipped packs). Both compile the same syntax, so a part that compiles
+        # folded compiles as written too.
+        self._compiled = compiled
+        if compiled is None and self.folded is None:
+            self._compiled = regex.compile(source, flags)
         self.prefilter: Prefilter | None = prefilter_for(source)
+
+    @property
+    def compiled(self) -> Any:
+        if self._compiled is None:
+            self._compiled = regex.compile(self._source, self._flags)
+        return self._compiled
 
     def choose(self, original: str, folded: str, simple_case: bool) -> tuple[Any, str]:
         """The compiled pattern and the text to run it on."""
@@ -230,11 +244,11 @@ class PackRegex:
         "_also_bits",
         "_always",
         "_by_mask",
+        "_groups",
         "_parts",
         "_substring_bits",
         "_substring_set",
         "_substrings",
-        "_whole",
         "_word_set",
         "_words",
         "source",
@@ -247,16 +261,18 @@ class PackRegex:
         try:
             # The whole pattern is compiled even when split: it is what the
             # author wrote, so its errors are the ones to report.
-            self._whole = regex.compile(source, flags)
+            whole = regex.compile(source, flags)
         except regex.error as exc:
             raise RegexCompileError(f"invalid regex: {exc}") from exc
         self.source = source
-        self._parts = [_Part(source, flags, self._whole)]
+        self._groups = int(whole.groups)
+        parts: list[_Part] | None = None
         sources = split_alternatives(source) if split else [source]
         if len(sources) > 1:
             # A part that does not compile on its own keeps the whole pattern.
             with contextlib.suppress(regex.error):
-                self._parts = [_Part(part, flags) for part in sources]
+                parts = [_Part(part, flags) for part in sources]
+        self._parts = parts or [_Part(source, flags, whole)]
 
         # Which parts each literal can enable, as bit masks over the parts,
         # so that the parts possible on a text come from a few set and
@@ -352,7 +368,7 @@ class PackRegex:
 
     @property
     def groups(self) -> int:
-        return int(self._whole.groups)
+        return self._groups
 
     def possible(self, scan: TraceScan, field: TextField, limit: int) -> bool:
         """False when the regex cannot match the field at all."""
