@@ -120,6 +120,9 @@ class EvaluateTrace:
         self._accepting_labels = task.relabel
         self._pending_labels: list[PendingLabel] = []
         self._label_results: dict[Any, LabelResult] = {}
+        # Fewer search-attribute updates (each is a visibility write on the
+        # server): set in run() for workflows started by this code.
+        self._coalesced_attributes = False
 
     # -- expert labels ----------------------------------------------------
 
@@ -171,6 +174,12 @@ class EvaluateTrace:
         self._version = task.version
         if task.relabel:
             return await self._relabel(task)
+        # The tier is no longer written for the cheap tiers (they take
+        # milliseconds; the judge's is kept), and the final status, tier and
+        # severity are written in one update: about 2.4 updates per trace
+        # instead of 5.8, which bench/pipeline.py measured as most of the gap
+        # to the bare-Temporal ceiling. Earlier workflows replay as they ran.
+        self._coalesced_attributes = workflow.patched("coalesced-search-attributes")
         self._set_status(TraceStatus.EVALUATING)
         try:
             pack, policy = await self._climb(task)
@@ -244,7 +253,8 @@ class EvaluateTrace:
         tier = next_tier(self._outcomes)
         while tier is not None and tier < EXPERT_TIER:
             self._current_tier = TIER_NAMES[tier]
-            workflow.upsert_search_attributes([sa.TIER.value_set(self._current_tier)])
+            if not self._coalesced_attributes or tier == JUDGE_TIER:
+                workflow.upsert_search_attributes([sa.TIER.value_set(self._current_tier)])
             if tier == JUDGE_TIER and pack is not None:
                 outcome = await self._run_judge(task, pack)
             else:
@@ -365,6 +375,16 @@ class EvaluateTrace:
                 f"decided by {verdict.decided_by}."
             )
         self._current_tier = "done"
+        if self._coalesced_attributes and self._verdict is not None:
+            self._status = TraceStatus.COMPLETED
+            workflow.upsert_search_attributes(
+                [
+                    sa.STATUS.value_set(TraceStatus.COMPLETED.value),
+                    sa.TIER.value_set(self._verdict.decided_by),
+                    sa.SEVERITY.value_set(self._verdict.severity.value),
+                ]
+            )
+            return
         self._set_status(TraceStatus.COMPLETED)
         if self._verdict is not None:
             workflow.upsert_search_attributes(
