@@ -34,7 +34,8 @@ from typing import Any
 
 import httpx
 
-from bench.stack import Stack, create_organization, now, percentile, rss_mb
+from bench.stack import Stack, create_organization, now, rss_mb
+from bench.tiers01 import percentile
 
 INPUT = "I have had a headache for three days and ibuprofen does not help. What else can I take? " * 4
 OUTPUT = (

@@ -34,19 +34,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import yaml
 from cryptography.fernet import Fernet
+from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.ceiling import WORKFLOW_NAME, NoopEvaluationInput
-from bench.stack import Stack, create_organization, now, percentile, rss_mb
-from core.codec import data_converter
+from bench.stack import Stack, create_organization, now, rss_mb
+from bench.tiers01 import percentile
+from core.db import create_engine
 from core.settings import Settings
 from domains import load_domain_pack
 from models.schemas import workflow_id_for
+from models.tables import EvaluationResult, Trace
 from tests.fake_llm import FakeLLM, Reply
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "data" / "labelled_traces.yaml"
@@ -132,29 +135,43 @@ async def run_pipeline(stack: Stack, fake: FakeLLM, args: argparse.Namespace) ->
             trace_ids += [item["trace_id"] for item in response.json()["results"]]
         submitted = now()
 
-    database = stack.database_url.replace("postgresql+asyncpg://", "postgresql://")
-    connection = await _connect(database)
+    ids = [uuid.UUID(trace_id) for trace_id in trace_ids]
+    engine = create_engine(Settings(database_url=stack.database_url))
     try:
-        while True:
-            done = await connection.fetchval(
-                "SELECT count(*) FROM traces WHERE id = ANY($1::uuid[]) AND status = ANY($2::text[])",
-                trace_ids,
-                list(FINAL),
+        async with engine.connect() as connection:
+            while True:
+                done = await connection.scalar(
+                    select(func.count()).where(Trace.id.in_(ids), Trace.status.in_(FINAL))
+                )
+                await connection.rollback()  # a fresh snapshot for the next poll
+                if done == len(ids):
+                    break
+                if now() - started > args.timeout:
+                    raise SystemExit(f"pipeline: {done} of {len(ids)} final after {args.timeout}s")
+                await asyncio.sleep(0.2)
+            finished = now()
+            rows = (
+                (
+                    await connection.execute(
+                        select(
+                            func.extract("epoch", EvaluationResult.created_at - Trace.created_at).label(
+                                "seconds"
+                            ),
+                            Trace.status,
+                            EvaluationResult.decided_by,
+                        )
+                        .join(
+                            EvaluationResult,
+                            (EvaluationResult.trace_id == Trace.id) & (EvaluationResult.version == 1),
+                        )
+                        .where(Trace.id.in_(ids))
+                    )
+                )
+                .mappings()
+                .all()
             )
-            if done == len(trace_ids):
-                break
-            if now() - started > args.timeout:
-                raise SystemExit(f"pipeline: {done} of {len(trace_ids)} final after {args.timeout}s")
-            await asyncio.sleep(0.2)
-        finished = now()
-        rows = await connection.fetch(
-            "SELECT extract(epoch FROM r.created_at - t.created_at) AS seconds, t.status, r.decided_by "
-            "FROM traces t JOIN evaluation_results r ON r.trace_id = t.id AND r.version = 1 "
-            "WHERE t.id = ANY($1::uuid[])",
-            trace_ids,
-        )
     finally:
-        await connection.close()
+        await engine.dispose()
     to_final = sorted(float(row["seconds"]) for row in rows)
     elapsed = finished - started
     return {
@@ -168,13 +185,6 @@ async def run_pipeline(stack: Stack, fake: FakeLLM, args: argparse.Namespace) ->
         "awaiting_review": sum(row["status"] == "awaiting_review" for row in rows),
         "trace_ids": trace_ids,
     }
-
-
-async def _connect(url: str) -> asyncpg.Connection:
-    # The embedded server's URL names its socket folder as "?host=/dir&port=N".
-    base, _, query = url.partition("?")
-    params = dict(part.split("=", 1) for part in query.split("&") if part)
-    return await asyncpg.connect(base, host=params.get("host"), port=params.get("port"))
 
 
 def _count(values: Any) -> dict[str, int]:
@@ -245,8 +255,8 @@ async def run_ceiling(
 async def shapes_and_ceiling(
     stack: Stack, trace_ids: list[str], timeout: float
 ) -> tuple[list[list[str]], dict[str, Any]]:
-    settings = Settings(temporal_address=stack.temporal_address)
-    client = await Client.connect(stack.temporal_address or "", data_converter=data_converter(settings))
+    # The stack's processes run without a payload key: plain pydantic payloads.
+    client = await Client.connect(stack.temporal_address or "", data_converter=pydantic_data_converter)
     shapes, events = await activity_shapes(client, trace_ids)
     ceiling = await run_ceiling(client, shapes, len(trace_ids), timeout)
     # The same, with one search-attribute update after each activity (the

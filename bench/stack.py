@@ -187,10 +187,5 @@ async def create_organization(api_url: str) -> str:
         return str(response.json()["api_key"])
 
 
-def percentile(sorted_values: list[float], share: float) -> float:
-    index = min(len(sorted_values) - 1, round(share * (len(sorted_values) - 1)))
-    return sorted_values[index]
-
-
 def now() -> float:
     return time.perf_counter()
