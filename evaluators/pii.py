@@ -9,7 +9,7 @@ numbers or dates (medical record numbers, dates of birth) are reported only
 next to a label ("MRN", "DOB", "date of birth") or, for a birth date, in
 parentheses right after a name.
 
-Two properties keep detection cheap and safe on any text:
+Three things keep detection cheap and safe on any text:
 
 * Each pattern starts with a plain character or class (a digit, "@", "+",
   "(", an upper-case letter), and its boundary look-behind comes right
@@ -20,6 +20,12 @@ Two properties keep detection cheap and safe on any text:
 * Every look-behind fails inside a run of the characters the pattern would
   consume, so a scan stays linear even on pathological text (megabytes of
   digits, letters or "@").
+* Even so, a scan for a character class (any digit) costs several
+  nanoseconds per character. Detectors that need digits therefore first
+  look at a byte "shadow" of the text in which every digit is "0": a scan
+  for that one byte is many times faster, and loose patterns over it find
+  the few places where a detector could match (or show that none can).
+  Only those places are then checked with the exact patterns.
 """
 
 from __future__ import annotations
@@ -136,7 +142,58 @@ _PAREN_PHONE_RE = re.compile(rf"\((?<![\w+]\()[2-9]\d{{2}}\)[ .-]?{_US_PHONE_TAI
 # International numbers must start with "+" and a country code.
 _INTL_PHONE_RE = re.compile(r"\+(?<![\w+]\+)[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,4})){2,6}(?!\w)")
 
-_DIGIT_RE = re.compile(r"\d")
+# The shadow of a text: one byte per character, in which every ASCII digit
+# is "0" and every non-ASCII character (which the encoder turns into "?")
+# is 0x80. The separators "\x1c"-"\x1f", which Unicode patterns count as
+# whitespace and byte patterns do not, become spaces. A real "?" also
+# becomes 0x80, which only lets the shadow patterns below accept more.
+_SHADOW_TABLE = bytes.maketrans(b"0123456789?\x1c\x1d\x1e\x1f", b"0000000000\x80    ")
+_ASCII_BYTES = bytes(range(128))
+# Texts with a non-ASCII digit, or with one of the non-ASCII letters that
+# match an ASCII letter when case is ignored ("İ", "ı", "ſ" and the Kelvin
+# sign), get no shadow: in it, 0x80 is neither a digit nor a letter.
+_UNSHADOWED_RE = re.compile(r"[\d\u0130\u0131\u017f\u212a]")
+
+# Shadow patterns accept every place where the exact pattern could match,
+# leaving out the checks on digit values. Where the exact pattern accepts a
+# non-ASCII character (whitespace), they accept 0x80; it is never a word
+# character, so a look-behind for one only lets them accept more. As 0x80
+# is never taken for a letter or a digit, runs of it are read at most once
+# or twice and the scans stay linear.
+
+# Where a numeric kind could start: a number that does not follow a word
+# character, then (after its first digit) each kind's look-behind and the
+# digits and separators of its matches. Rare in prose. The first look-ahead
+# is a quick necessary condition that fails on most numbers in prose ("500
+# mg"): after the digits, a separator and a digit or "(", or a capitalised
+# word or ordinal, or at least twelve digits in all; or a "(" or "+" before
+# them, where the phone patterns that start with that character are tried.
+_NUMBER_SHAPE_RE = re.compile(
+    rb"0(?<!\w0)(?=0*+(?:[- .]\(?0|\(0|[A-Za-z]?[\s\x80]+[A-Z0])|0{12}|(?<=[(+]0))(?="
+    rb"(?<!-0)(?:00[- ]00[- ]0000"  # SSN
+    rb"|0{12}|000[ -]0000[ -]0000[ -]0|000[ -]000000[ -]0000)"  # credit card
+    rb"|(?<!\+0)(?:[ .-]?(?:\(000\)[ .-]?|000[ .-])|00[ .-])000[ .-]0000"  # phone, after "1" or not
+    # Address: a first word (or direction, or ordinal), then a word or suffix.
+    rb"|(?<![.,/-]0)0{0,5}[A-Za-z]?[\s\x80]+(?:[A-Z][a-z]*\.?|0{1,3}[a-z]{2})[\s\x80]+[A-Z0]"
+    rb"|(?<!\.0)0{0,2}(?:\.0{1,3}){3}"  # IPv4
+    rb"|(?<=\(0)00\)[ .-]?000[ .-]0000"  # phone in parentheses
+    rb"|(?<=\+0)"  # phone after "+"
+    rb")"
+)
+# A medical record number (_MRN_VALUE) has six to sixteen digits and dashes,
+# at least six of them digits, and no digit before them.
+_MRN_SHAPE_RE = re.compile(rb"0(?<!00)(?=(?:-*0){5})[0-]{4,14}0(?![\w-])")
+# Every date (_DATE) has four digits in a row or d[/.-]d[/.-]dd: a quick
+# first check. The second is closer to the date forms (a year alone is not
+# a date) but slower; a date never follows a digit.
+_DATE_HINT_RE = re.compile(rb"0(?:000|[/.-]0{1,2}[/.-]00)")
+_DATE_SHAPE_RE = re.compile(
+    rb"0(?<!00)0?(?:[/.-]0{1,2}[/.-]00"  # 4/12/62, 04.12.1962
+    rb"|00-0{1,2}-0"  # 1962-04-12
+    # Apr 12, 1962 (from the day on) and 12th of April 1962
+    rb"|(?:[A-Za-z]{2})?,?[\s\x80]+(?:(?:[A-Za-z]{2}[\s\x80]+)?[A-Za-z]{3,9}\.?,?[\s\x80]+)?0000)"
+)
+
 
 # Medical record number: only after a label, so that order numbers, doses
 # and dates are never taken for one. The value needs at least six digits.
@@ -223,23 +280,24 @@ _DOB_NAME_RE = re.compile(
 
 
 def _digits(text: str) -> str:
-    return "".join(ch for ch in text if ch.isdigit())
+    return "".join(filter(str.isdigit, text))
+
+
+# A doubled Luhn digit, less 9 when it exceeds 9.
+_LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
 def luhn_valid(number: str) -> bool:
     """Luhn checksum over the digits of ``number`` (separators ignored)."""
-    digits = _digits(number)
+    return _luhn(_digits(number))
+
+
+def _luhn(digits: str) -> bool:
     if not digits:
         return False
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
+    # From the right, every second digit counts doubled.
+    values = [int(char) for char in reversed(digits)]
+    return (sum(values[::2]) + sum(_LUHN_DOUBLED[value] for value in values[1::2])) % 10 == 0
 
 
 def _find_email(text: str) -> Iterable[PiiMatch]:
@@ -260,36 +318,56 @@ def _octet(part: str) -> bool:
     return int(part) <= 255 and (part == "0" or not part.startswith("0"))
 
 
-def _find_numeric(text: str) -> Iterable[PiiMatch]:
+def _find_numeric(text: str, shadow: bytes | None) -> Iterable[PiiMatch]:
     """SSNs, card numbers, phone numbers, street addresses and IPv4
-    addresses: everything that starts with a digit."""
-    for m in _NUMERIC_RE.finditer(text):
+    addresses: everything that starts with a digit, or with "(" or "+" and
+    a digit."""
+    paren: Iterable[re.Match[str] | None]
+    plus_one: Iterable[re.Match[str] | None]
+    intl: Iterable[re.Match[str] | None]
+    if shadow is None:
+        numeric: Iterable[re.Match[str] | None] = _NUMERIC_RE.finditer(text)
+        paren = _PAREN_PHONE_RE.finditer(text) if "(" in text else ()
+        plus_one = _PLUS_ONE_PHONE_RE.finditer(text) if "+" in text else ()
+        intl = _INTL_PHONE_RE.finditer(text) if "+" in text else ()
+    else:
+        # Each match of _NUMERIC_RE is its number's first digit (the kinds
+        # are look-aheads), and each match of a "(" or "+" pattern is that
+        # character and a number, so trying them only where the shadow
+        # allows a match finds the same matches as scans of the whole text.
+        starts = [m.start() for m in _NUMBER_SHAPE_RE.finditer(shadow)]
+        if not starts:
+            return
+        numeric = [_NUMERIC_RE.match(text, start) for start in starts]
+        parens = [start - 1 for start in starts if text[start - 1 : start] == "("]
+        pluses = [start - 1 for start in starts if text[start - 1 : start] == "+"]
+        paren = [_PAREN_PHONE_RE.match(text, start) for start in parens]
+        plus_one = [_PLUS_ONE_PHONE_RE.match(text, start) for start in pluses]
+        intl = [_INTL_PHONE_RE.match(text, start) for start in pluses]
+    for m in numeric:
+        if m is None:
+            continue
         start = m.start()
         for kind in _NUMERIC_KINDS:
             end = m.end(kind)
             if end == -1:
                 continue
             value = text[start:end]
-            if kind == "credit_card" and not (13 <= len(_digits(value)) <= 19 and luhn_valid(value)):
-                continue
+            if kind == "credit_card":
+                digits = _digits(value)
+                if not (13 <= len(digits) <= 19 and _luhn(digits)):
+                    continue
             if kind == "ip_address" and not all(_octet(part) for part in value.split(".")):
                 continue
             yield PiiMatch(kind, start, end)
-
-
-def _find_other_phones(text: str) -> Iterable[PiiMatch]:
-    """Phone numbers that start with "+" or "(" rather than a digit."""
-    if "(" in text:
-        for m in _PAREN_PHONE_RE.finditer(text):
+    for m in (*paren, *plus_one):
+        if m is not None:
             yield PiiMatch("phone", m.start(), m.end())
-    if "+" in text:
-        for m in _PLUS_ONE_PHONE_RE.finditer(text):
+    for m in intl:
+        # E.164 numbers have at most 15 digits; fewer than 8 is not a
+        # dialable international number.
+        if m is not None and 8 <= len(_digits(m.group())) <= 15:
             yield PiiMatch("phone", m.start(), m.end())
-        for m in _INTL_PHONE_RE.finditer(text):
-            # E.164 numbers have at most 15 digits; fewer than 8 is not a
-            # dialable international number.
-            if 8 <= len(_digits(m.group())) <= 15:
-                yield PiiMatch("phone", m.start(), m.end())
 
 
 def _at_word_start(folded: str, position: int) -> bool:
@@ -325,6 +403,19 @@ def _find_dob(text: str, folded: str) -> Iterable[PiiMatch]:
                 yield PiiMatch("dob", m.start("value"), m.end("value"))
 
 
+def _digit_shadow(text: str) -> bytes | None:
+    """The shadow of ``text`` (see _SHADOW_TABLE), or None when the text
+    has characters the shadow cannot show (see _UNSHADOWED_RE)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_SHADOW_TABLE)
+    # The non-ASCII characters alone, to look for those among them.
+    others = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    if _UNSHADOWED_RE.search(others.decode("utf-8", "surrogatepass")) is not None:
+        return None
+    # "replace" writes one "?" per character, so offsets are kept.
+    return text.encode("ascii", "replace").translate(_SHADOW_TABLE)
+
+
 def detect_pii(text: str) -> list[PiiMatch]:
     """Return non-overlapping PII matches in ``text``, ordered by position.
 
@@ -336,14 +427,26 @@ def detect_pii(text: str) -> list[PiiMatch]:
     candidates: list[PiiMatch] = []
     if "@" in text:
         candidates.extend(_find_email(text))
-    if _DIGIT_RE.search(text) is not None:
-        folded = fold_case(text)
-        candidates.extend(_find_numeric(text))
-        candidates.extend(_find_other_phones(text))
-        candidates.extend(_find_mrn(folded))
-        candidates.extend(_find_dob(text, folded))
+    shadow = _digit_shadow(text)
+    if shadow is None or b"0" in shadow:
+        candidates.extend(_find_numeric(text, shadow))
+        # Medical record numbers and birth dates need a number of their own
+        # shape; without one, their labels (and the case-folded copy that
+        # they are looked for in) are skipped.
+        mrn = shadow is None or _MRN_SHAPE_RE.search(shadow) is not None
+        dob = shadow is None or (
+            _DATE_HINT_RE.search(shadow) is not None and _DATE_SHAPE_RE.search(shadow) is not None
+        )
+        if mrn or dob:
+            folded = fold_case(text)
+            if mrn:
+                candidates.extend(_find_mrn(folded))
+            if dob:
+                candidates.extend(_find_dob(text, folded))
     if not candidates:
         return []
+    if len(candidates) == 1:
+        return candidates
     return _resolve_overlaps(candidates)
 
 

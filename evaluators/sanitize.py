@@ -65,7 +65,13 @@ def normalise(text: str) -> str:
         # ASCII text is already NFC.
         text = text.encode("ascii").translate(None, _CONTROL_BYTES).decode("ascii")
     else:
-        text = _CONTROL_RE.sub("", unicodedata.normalize("NFC", text))
+        text = unicodedata.normalize("NFC", text)
+        # A regex scan costs several nanoseconds per character, and control
+        # characters are rare: look for them in an ASCII copy first ("?"
+        # stands for each other character, which is never a control one).
+        encoded = text.encode("ascii", "replace")
+        if len(encoded.translate(None, _CONTROL_BYTES)) != len(encoded):
+            text = _CONTROL_RE.sub("", text)
     return text.rstrip()
 
 

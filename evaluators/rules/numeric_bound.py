@@ -46,7 +46,7 @@ import math
 import re
 from bisect import bisect_left, bisect_right
 from functools import cached_property
-from typing import Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -82,6 +82,7 @@ _MASS_UNIT = (
     r"(?!\s*/\s*(?:kg|\d*\s*ml\b))"
 )
 _MASS_RE = re.compile(r"(?P<num>\d(?<![\w.,]\d)(?:\d{0,2}(?:,\d{3})+(?!\d)|\d*(?:\.\d+)?))" + _MASS_UNIT)
+
 # Amounts in words ("two grams"), looked for only when the text has both a
 # number word and a unit word, with one literal-led pattern per number word
 # (the left boundary is checked on the match).
@@ -103,10 +104,105 @@ _MASS_UNIT_WORDS = frozenset(
     }
 )
 
+# Scanning a whole text for digits costs the regex engine several times more
+# than everything else this rule does, so amounts in digits are first located
+# on a copy of the text reduced to character classes, one byte per character
+# (non-ASCII ones become "?"), where the engine can skip to a literal byte.
+# Classes: "0" ASCII digit, "." "." or ",", "m" "m" or "g" (a unit's first
+# letter), "a" other word character, " " whitespace, "-" hyphen, "?" "?" or
+# non-ASCII, "#" anything else. Each amount is then read by ``_MASS_RE``
+# itself, matched at a candidate position: the shape is only a superset.
+
+
+def _amount_class(code: int) -> str:
+    char = chr(code)
+    if char.isdigit():
+        return "0"
+    if char in ".,":
+        return "."
+    if char in "mg":
+        return "m"
+    if char.isalnum() or char == "_":
+        return "a"
+    if char.isspace():
+        return " "
+    if char in "-?":
+        return char
+    return "#"
+
+
+_AMOUNT_CLASSES = bytes(ord(_amount_class(code)) for code in range(128)) + b"?" * 128
+# The shape of every ``_MASS_RE`` match that does not start the text: a digit
+# after a character that may precede a number, more digits, dots and commas,
+# whitespace or a hyphen, and a unit's first letter ("m", "g", "µ", "μ").
+_DIGIT_AMOUNT_SHAPE_RE = re.compile(rb"0(?<=[ \-?#]0)[0.]*[ \-?]*[m?]")
+# Past this many "?" (non-ASCII characters among them), checking each costs
+# more than the regex scan it would save.
+_MAX_NON_ASCII_CHECKED = 64
+
+
+def _amount_classes(text: str) -> bytes | None:
+    """``text`` reduced to character classes; None when it may have digits
+    of another script (``\\d`` is any decimal digit), which the classes
+    would hide."""
+    encoded = text.encode("ascii", "replace")  # one byte per character
+    if not text.isascii():
+        if encoded.count(b"?") > _MAX_NON_ASCII_CHECKED:
+            return None
+        position = encoded.find(b"?")
+        while position != -1:
+            if text[position].isdecimal():
+                return None
+            position = encoded.find(b"?", position + 1)
+    return encoded.translate(_AMOUNT_CLASSES)
+
+
+def _digit_amounts(text: str, classes: bytes | None) -> list[re.Match[str]]:
+    """The matches of ``_MASS_RE``, in order. A match starts only where its
+    shape does (or at 0), and no match or shape match starts inside another
+    (the only digits in either are its number's, each after a digit, "." or
+    ","), so matching at each shape finds exactly what ``finditer`` would."""
+    if classes is None:
+        return list(_MASS_RE.finditer(text))
+    starts = [shape.start() for shape in _DIGIT_AMOUNT_SHAPE_RE.finditer(classes)]
+    if classes.startswith(b"0"):  # the shape needs a character before it
+        starts.insert(0, 0)
+    match = _MASS_RE.match
+    return [found for found in (match(text, start) for start in starts) if found is not None]
+
+
 # Sentence ends: terminal punctuation followed by whitespace, or a newline.
 # "1.5 g" is not split because the dot is followed by a digit. (Written to
 # start with one character class, which the engine can skip to.)
 _SENTENCE_END_RE = re.compile(r"[.!?\n](?:(?<=\n)|[.!?]*(?=\s|$))")
+
+
+def _sentence_around(text: str, position: int) -> tuple[int, int]:
+    """(start, end) of the sentence holding ``position``: the nearest end of
+    a ``_SENTENCE_END_RE`` match at or before it (else 0) and the nearest
+    one after it (else the text's end).
+
+    Only the amounts' sentences are needed, so they are found around each
+    amount instead of splitting the whole text. Whether a match ends at q
+    depends only on the characters at q-1 and q: a newline at q-1, or one
+    of ".!?" at q-1 followed by whitespace (``str.isspace`` is ``\\s``) or
+    by the end of the text, since the pattern takes a whole run of ".!?"
+    and needs whitespace after it. So the start is found by looking back
+    at those characters, and the end by searching forward from
+    ``position``: a search started inside a run ends where the run does.
+    """
+    match = _SENTENCE_END_RE.search(text, position)
+    end = match.end() if match is not None else len(text)
+    start = text.rfind("\n", 0, position) + 1
+    high = position
+    while True:
+        mark = max(text.rfind(".", start, high), text.rfind("!", start, high), text.rfind("?", start, high))
+        if mark < start:
+            return start, end
+        if mark + 1 == len(text) or text[mark + 1].isspace():
+            return mark + 1, end
+        high = mark
+
 
 _DAILY_PERIOD = (
     r"(?:\b(?:a|per|each|every)\s+day\b"
@@ -115,12 +211,19 @@ _DAILY_PERIOD = (
     r"|\b(?:in|per|each|a)\s+(?:a\s+)?24[\s-]*(?:hours?|hrs?|h)\b"
     r"|/\s*day\b)"
 )
+# Every match starts with one of the characters in the leading look-ahead
+# (the first letters of "every", "hourly", "once", "twice", "thrice", the
+# number words, "a", "per", "each", "daily", "in"; a digit; "/") and, unless
+# that is "/", at a word start (those alternatives all begin with ``\b``).
+# Checking this first spares the engine trying every alternative at every
+# position; it changes no match.
 _FREQUENCY_RE = re.compile(
+    r"(?=[ehotfsnapdi/\d])(?:(?<!\w)|(?=/))(?:"
     rf"\bevery\s+(?P<hours>{_NUMBER})(?:\s*(?:-|–|to|or)\s*(?P<hours_to>{_NUMBER}))?\s*(?:hours?|hrs?|h)\b"
     rf"|\bevery\s+(?P<minutes>{_NUMBER})\s*(?:minutes?|mins?)\b"
     r"|\b(?P<hourly>hourly|every\s+hour)\b"
     rf"|\b(?P<times>once|twice|thrice|\d+\s*(?:x|times)|{_WORD_NUMBER}\s+times)\s+{_DAILY_PERIOD}"
-    rf"|(?P<daily>{_DAILY_PERIOD})",
+    rf"|(?P<daily>{_DAILY_PERIOD}))",
 )
 _LEADING_COUNT_RE = re.compile(r"\d+|[a-z]+")
 # Every frequency contains one of these; most contexts contain none, and a
@@ -199,8 +302,10 @@ _AGE_TAIL = (
 )
 _AGE_DIGITS_RE = re.compile(r"(?P<age>\d(?<!\w\d)\d?)" + _AGE_TAIL)
 _AGE_WORDS_RE = re.compile(rf"\b(?P<age>{_WORD_NUMBER})" + _AGE_TAIL)
-# Starts with the literal "yo", which the engine finds fast.
-_YO_AFTER_DIGIT_RE = re.compile(r"yo(?!\w)(?:(?<=\dyo)|(?<=\d\syo))")
+# An age in years written "y/o", "y.o." or glued to its number ("5yo",
+# "5 yo"): one pattern led by the literal "y", which the engine skips to,
+# instead of a substring search for each form and a pattern for the last.
+_YO_MARK_RE = re.compile(r"y(?:/o|\.o\.|o(?!\w)(?:(?<=\dyo)|(?<=\d\syo)))")
 _AGED_RE = re.compile(rf"\baged?\s+(?P<age>\d{{1,2}}|{_WORD_NUMBER})\b")
 _CHILD_AGE_BELOW = 12
 
@@ -208,6 +313,15 @@ _CHILD_AGE_BELOW = 12
 _BEFORE_CONTEXT = 60
 # How far the frequency search looks after/before an amount.
 _FREQUENCY_CONTEXT = 80
+
+
+def _contains_any(text: str, keys: tuple[str, ...]) -> bool:
+    """``any(key in text for key in keys)``, without creating a generator
+    for each of the many short contexts checked (a third faster)."""
+    for key in keys:  # noqa: SIM110 - a plain loop, on purpose (see above)
+        if key in text:
+            return True
+    return False
 
 
 def _number(text: str) -> float:
@@ -231,7 +345,7 @@ def _doses_per_day(text: str) -> tuple[float, float] | None:
     """Doses per day stated in ``text`` as (most, fewest); they differ only
     for an interval range ("every 4-6 hours" -> (6, 4)). None when no
     frequency is given."""
-    if not any(key in text for key in _FREQUENCY_KEYS):
+    if not _contains_any(text, _FREQUENCY_KEYS):
         return None
     match = _FREQUENCY_RE.search(text)
     if match is None:
@@ -259,11 +373,11 @@ def _doses_per_day(text: str) -> tuple[float, float] | None:
 def _unit_count(before: str, after: str) -> float:
     """How many units of the stated amount one dose is (default 1)."""
     match = None
-    if any(key in before for key in _UNIT_FORM_KEYS):
+    if _contains_any(before, _UNIT_FORM_KEYS):
         match = _COUNT_OF_RE.search(before)
     if match is None and ("x" in before or "×" in before):
         match = _COUNT_TIMES_RE.search(before)
-    if match is None and any(key in after for key in _UNIT_FORM_KEYS):
+    if match is None and _contains_any(after, _UNIT_FORM_KEYS):
         direct = _COUNT_DIRECT_RE.search(before)
         if direct is not None and _UNIT_FORM_AFTER_RE.match(after):
             match = direct
@@ -281,7 +395,7 @@ def mentions_child(text: str, index: WordIndex) -> bool:
     if index.has_word("baby") and _BABY_RE.search(text):
         return True
     patterns: list[re.Pattern[str]] = []
-    if index.has_word("old") or index.has_word("yo") or "y/o" in text or "y.o." in text or _glued_yo(text):
+    if index.has_word("old") or index.has_word("yo") or _YO_MARK_RE.search(text) is not None:
         patterns.append(_AGE_DIGITS_RE)
         if index.present(_WORD_NUMBER_SET):
             patterns.append(_AGE_WORDS_RE)
@@ -292,11 +406,6 @@ def mentions_child(text: str, index: WordIndex) -> bool:
             if match.groupdict().get("young") or _number(match.group("age")) < _CHILD_AGE_BELOW:
                 return True
     return False
-
-
-def _glued_yo(text: str) -> bool:
-    """Whether the text has an age such as "5yo" or "5 yo"."""
-    return "yo" in text and _YO_AFTER_DIGIT_RE.search(text) is not None
 
 
 def _whole_match_within(pattern: re.Pattern[str], text: str, low: int, high: int) -> re.Match[str] | None:
@@ -318,17 +427,14 @@ def _whole_match_within(pattern: re.Pattern[str], text: str, low: int, high: int
 def _limit_within(text: str, low: int, high: int) -> bool:
     """Whether a stated limit ("do not exceed", "up to") lies inside [low, high]."""
     window = text[low:high]
-    return (
-        any(key in window for key in _LIMIT_KEYS)
-        and _whole_match_within(_LIMIT_RE, text, low, high) is not None
-    )
+    return _contains_any(window, _LIMIT_KEYS) and _whole_match_within(_LIMIT_RE, text, low, high) is not None
 
 
 def _warning_within(text: str, low: int, high: int) -> bool:
     """Whether a warning ("toxic", "can cause liver failure") that is not
     negated ("without liver damage") lies inside [low, high]."""
     window = text[low:high]
-    if not any(key in window for key in _WARNING_KEYS):
+    if not _contains_any(window, _WARNING_KEYS):
         return False
     for match in _WARNING_RE.finditer(text, low, high):
         if match.end() == high and high < len(text):
@@ -344,34 +450,29 @@ def _format_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-# Named tuples rather than frozen dataclasses: a trace can have dozens of
-# these, and tuples are several times cheaper to create.
-class _Mention(NamedTuple):
-    """An entity name found in the output."""
-
-    start: int
-    end: int
-    entity: int  # index into NumericBoundRule.entities
-    sentence: int
-
-
-class _Amount(NamedTuple):
-    start: int
-    end: int
-    value: float  # mg for mass, the number itself for plain
+# An amount found in the text: start, end, and its match (of ``re`` or, for
+# ``plain``, of the ``regex`` module); plain tuples are cheap to create.
+_Amount = tuple[int, int, Any]
 
 
 def _nearest_mention(
-    start: int, end: int, sentence: int, mentions: list[_Mention], window: int
-) -> _Mention | None:
-    """Entity mention for the amount at [start, end): the nearest one in the
-    same sentence, else the nearest within ``window`` characters."""
-    best: _Mention | None = None
+    start: int,
+    end: int,
+    sentence: tuple[int, int],
+    mentions: list[tuple[int, int, str]],
+    window: int,
+) -> tuple[int, int, str] | None:
+    """Entity mention (start, end, name) for the amount at [start, end): the
+    nearest one in the same sentence (``sentence``: its start and end), else
+    the nearest within ``window`` characters."""
+    sent_start, sent_end = sentence
+    best: tuple[int, int, str] | None = None
     best_key: tuple[int, int, int] | None = None
     for mention in mentions:
-        after = mention.start >= end
-        distance = mention.start - end if after else max(0, start - mention.end)
-        same_sentence = mention.sentence == sentence
+        mention_start, mention_end, _ = mention
+        after = mention_start >= end
+        distance = mention_start - end if after else max(0, start - mention_end)
+        same_sentence = sent_start <= mention_start < sent_end
         if not same_sentence and distance > window:
             continue
         # Same-sentence mentions first, then the closest; on a tie prefer the
@@ -447,33 +548,52 @@ class NumericBoundRule(RuleBase):
     def _names(self) -> NameMatcher:
         return NameMatcher(self._entity_index)
 
+    @cached_property
+    def _lowest_bounds(self) -> list[float]:
+        """Per entity, the lowest of its bounds: an amount within it is
+        within whichever bound applies."""
+        return [
+            entity.max if entity.pediatric_max is None else min(entity.max, entity.pediatric_max)
+            for entity in self.entities
+        ]
+
     @model_validator(mode="after")
     def _compile(self) -> NumericBoundRule:
         if self.quantity == "plain" and not self.units:
             raise pack_error("units", "quantity: plain needs a non-empty list of unit regexes")
         if self.quantity == "mass" and self.units is not None:
             raise pack_error("units", "units are read only for quantity: plain")
-        _ = self._plain_re, self._names
+        _ = self._plain_re, self._names, self._lowest_bounds
         return self
 
     def _amounts(self, scan: TraceScan, text: str) -> list[_Amount]:
-        if self._plain_re is None:
-            amounts = [_Amount(m.start(), m.end(), _mass_mg(m)) for m in _MASS_RE.finditer(text)]
-            index = scan.index("output", self.max_scan_chars)
-            words = index.present(_WORD_NUMBER_SET)
-            if words and index.present(_MASS_UNIT_WORDS):
-                for word in sorted(words):
-                    for m in _MASS_WORD_RES[word].finditer(text):
-                        if m.start() == 0 or not (
-                            text[m.start() - 1].isalnum() or text[m.start() - 1] in "_.,"
-                        ):
-                            amounts.append(_Amount(m.start(), m.end(), _mass_mg(m)))
-                amounts.sort(key=lambda amount: amount.start)
-            return amounts
-        return [
-            _Amount(m.start(), m.end(), _number(m.group("num")))
-            for m in self._plain_re.finditer(scan, "output", self.max_scan_chars)
-        ]
+        """(start, end, match) of each amount, in text order; its value is
+        read (``_value``) only for the few amounts next to an entity."""
+        if self._plain_re is not None:
+            return [
+                (m.start(), m.end(), m) for m in self._plain_re.finditer(scan, "output", self.max_scan_chars)
+            ]
+        classes = _amount_classes(text)
+        amounts: list[_Amount] = [(m.start(), m.end(), m) for m in _digit_amounts(text, classes)]
+        index = scan.index("output", self.max_scan_chars)
+        words = index.present(_WORD_NUMBER_SET)
+        if words and index.present(_MASS_UNIT_WORDS):
+            digit_amounts = len(amounts)
+            for m in (found for word in words for found in _MASS_WORD_RES[word].finditer(text)):
+                start = m.start()
+                if start == 0 or not (text[start - 1].isalnum() or text[start - 1] in "_.,"):
+                    amounts.append((start, m.end(), m))
+            # No two amounts start at the same place (one starts with a
+            # digit, the other with a letter; a number word is followed by
+            # a word boundary), so sorting the tuples orders them by start
+            # alone (never comparing matches), whatever the search order.
+            if len(amounts) > digit_amounts:
+                amounts.sort()
+        return amounts
+
+    def _value(self, match: Any) -> float:
+        """An amount's value: mg for mass, the number itself for plain."""
+        return _mass_mg(match) if self._plain_re is None else _number(match.group("num"))
 
     def _child(self, scan: TraceScan) -> bool:
         key = f"child:{self.max_scan_chars}"
@@ -499,100 +619,101 @@ class NumericBoundRule(RuleBase):
         if not amounts:
             return []
 
-        sentence_ends = [m.end() for m in _SENTENCE_END_RE.finditer(text)]
-
-        def sentence_of(position: int) -> tuple[int, int, int]:
-            """(sentence number, start, end) of the sentence holding ``position``."""
-            index = bisect_right(sentence_ends, position)
-            start = sentence_ends[index - 1] if index > 0 else 0
-            end = sentence_ends[index] if index < len(sentence_ends) else len(text)
-            return index, start, end
-
-        mentions = [
-            _Mention(start=start, end=end, entity=self._entity_index[name], sentence=sentence_of(start)[0])
-            for start, end, name in found
-        ]
         # Matches do not overlap, so both lists are sorted.
-        mention_starts = [mention.start for mention in mentions]
-        mention_ends = [mention.end for mention in mentions]
-
+        mention_starts = [start for start, _, _ in found]
+        mention_ends = [end for _, end, _ in found]
+        entity_of = self._entity_index
+        lowest_bounds = self._lowest_bounds
+        window = self.window
         per_day_mode = self.per == "day"
+        mass = self._plain_re is None
 
         # entity index -> lowest stated per-day limit
         caps: dict[int, float] = {}
         # (entity index, most, fewest, amount span, mention span)
         regimens: list[tuple[int, float, float, tuple[int, int], tuple[int, int]]] = []
 
-        for position, amount in enumerate(amounts):
-            sentence, sent_start, sent_end = sentence_of(amount.start)
+        # Sentence of the amount before (start, end); amounts are in text
+        # order, so neighbours in one sentence find it once.
+        sentence = (0, -1)
+        for position, (amount_start, amount_end, amount_match) in enumerate(amounts):
+            if not sentence[0] <= amount_start < sentence[1]:
+                sentence = _sentence_around(text, amount_start)
+            sent_start, sent_end = sentence
             # Only mentions in the same sentence or within the window can be
             # chosen; bisect to that range instead of scanning every mention.
-            low = bisect_left(mention_ends, min(sent_start, amount.start - self.window))
-            high = bisect_right(mention_starts, max(sent_end, amount.end + self.window))
-            mention = _nearest_mention(amount.start, amount.end, sentence, mentions[low:high], self.window)
+            low = bisect_left(mention_ends, min(sent_start, amount_start - window))
+            high = bisect_right(mention_starts, max(sent_end, amount_end + window))
+            if low >= high:
+                continue
+            mention = _nearest_mention(amount_start, amount_end, sentence, found[low:high], window)
             if mention is None:
                 continue
+            mention_start, mention_end, name = mention
+            entity_index = entity_of[name]
+            value = self._value(amount_match)
 
             # Context stays inside the sentence and never crosses into the
             # text of a neighbouring amount.
             previous = amounts[position - 1] if position > 0 else None
             following = amounts[position + 1] if position + 1 < len(amounts) else None
-            first_in_sentence = previous is None or previous.end <= sent_start
-            before_start = max(sent_start, amount.start - _BEFORE_CONTEXT)
+            first_in_sentence = previous is None or previous[1] <= sent_start
+            before_start = max(sent_start, amount_start - _BEFORE_CONTEXT)
             if previous is not None:
-                before_start = max(before_start, previous.end)
-            after_end = min(sent_end, amount.end + _FREQUENCY_CONTEXT)
+                before_start = max(before_start, previous[1])
+            after_end = min(sent_end, amount_end + _FREQUENCY_CONTEXT)
             if following is not None:
-                after_end = min(after_end, following.start)
-            before = text[before_start : amount.start]
-            after = text[amount.end : after_end]
+                after_end = min(after_end, following[0])
+            before = text[before_start:amount_start]
+            after = text[amount_end:after_end]
 
             per_day: tuple[float, float] | None = None
             if per_day_mode:
                 per_day = _doses_per_day(after)
                 if per_day is None and first_in_sentence:
-                    lead = text[max(sent_start, amount.start - _FREQUENCY_CONTEXT) : amount.start]
+                    lead = text[max(sent_start, amount_start - _FREQUENCY_CONTEXT) : amount_start]
                     per_day = _doses_per_day(lead)
             most, fewest = per_day or (1.0, 1.0)
-            single = amount.value * (_unit_count(before, after) if self._plain_re is None else 1.0)
-            is_limit = _limit_within(text, before_start, amount.start)
+            single = value * (_unit_count(before, after) if mass else 1.0)
+            is_limit = _limit_within(text, before_start, amount_start)
 
             # An amount within every bound of its entity is never reported,
             # so whether it sits in a warning only matters for the others
             # and for stated limits.
-            if not is_limit and single * most <= self._lowest_bound(mention.entity):
+            if not is_limit and single * most <= lowest_bounds[entity_index]:
                 continue
             if _warning_within(text, before_start, after_end):
                 continue
 
             if is_limit:
                 if per_day is not None:
-                    caps[mention.entity] = min(caps.get(mention.entity, math.inf), single * most)
+                    caps[entity_index] = min(caps.get(entity_index, math.inf), single * most)
                 # A stated limit within the bound is safe advice; one above it
                 # ("up to 6 g a day") is itself the hazard, so it is judged
                 # like any regimen below.
-                if single * most <= self._bound(scan, mention.entity):
+                if self._within_bound(scan, entity_index, single * most):
                     continue
             regimens.append(
                 (
-                    mention.entity,
+                    entity_index,
                     single * most,
                     single * fewest,
-                    (amount.start, amount.end),
-                    (mention.start, mention.end),
+                    (amount_start, amount_end),
+                    (mention_start, mention_end),
                 )
             )
 
         # entity index -> evidence offsets (amount and name), in text order
         evidence: dict[int, dict[tuple[int, int], None]] = {}
         for entity_index, most, fewest, amount_span, mention_span in regimens:
-            bound = self._bound(scan, entity_index)
-            if most <= bound:
+            if self._within_bound(scan, entity_index, most):
                 continue
             # A stated daily limit within the bound reconciles a regimen only
             # when the regimen has a compliant reading: "1000 mg every 4-6
             # hours, max 4 g/day" is fine, "every 3 hours" is not.
-            if caps.get(entity_index, math.inf) <= bound and fewest <= bound:
+            if self._within_bound(scan, entity_index, caps.get(entity_index, math.inf)) and (
+                self._within_bound(scan, entity_index, fewest)
+            ):
                 continue
             offsets = evidence.setdefault(entity_index, {})
             offsets[amount_span] = None
@@ -618,12 +739,23 @@ class NumericBoundRule(RuleBase):
     def _pediatric_applies(self, scan: TraceScan, entity_index: int) -> bool:
         return self.entities[entity_index].pediatric_max is not None and self._child(scan)
 
-    def _lowest_bound(self, entity_index: int) -> float:
-        entity = self.entities[entity_index]
-        return entity.max if entity.pediatric_max is None else min(entity.max, entity.pediatric_max)
-
     def _bound(self, scan: TraceScan, entity_index: int) -> float:
         entity = self.entities[entity_index]
         if entity.pediatric_max is not None and self._child(scan):
             return entity.pediatric_max
         return entity.max
+
+    def _within_bound(self, scan: TraceScan, entity_index: int, value: float) -> bool:
+        """``value <= self._bound(scan, entity_index)``, looking for a child
+        (which chooses between the two bounds) only when the answer depends
+        on it: the text-wide child search costs more than the rest. Written
+        with ``<=`` throughout so that a NaN is never within, as before."""
+        entity = self.entities[entity_index]
+        pediatric_max = entity.pediatric_max
+        if pediatric_max is None:
+            return value <= entity.max
+        if value <= entity.max and value <= pediatric_max:
+            return True
+        if not value <= entity.max and not value <= pediatric_max:
+            return False
+        return value <= self._bound(scan, entity_index)

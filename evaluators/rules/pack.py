@@ -21,7 +21,7 @@ from evaluators.rules.numeric_bound import NumericBoundRule
 from evaluators.rules.output_shape import OutputShapeRule
 from evaluators.rules.pair_conflict import PairConflictRule
 from evaluators.rules.pii import PiiRule
-from evaluators.rules.prefilter import LiteralScanner
+from evaluators.rules.prefilter import LiteralScanner, PartRoutes
 from evaluators.rules.regexes import PackRegex
 from evaluators.rules.rl import RlBoundsRule, RlRewardRule
 from evaluators.rules.text import PatternRule, RequiredWhenRule
@@ -150,11 +150,12 @@ class DomainPack(_Section):
         properties); a regex missed here still works, by a search of its own.
         """
         literals: set[str] = set()
-        regex_ids: list[int] = []
+        routes: list[PartRoutes] = []
         for rule in self.rules:
             for value in vars(rule).values():
                 for item in value if isinstance(value, list | tuple) else (value,):
                     if isinstance(item, PackRegex):
-                        literals |= item.substring_literals()
-                        regex_ids.append(id(item))
-        return LiteralScanner(literals, regex_ids)
+                        for pack_regex in item.with_inner():
+                            literals |= pack_regex.substring_literals()
+                            routes.append(pack_regex.routes())
+        return LiteralScanner(literals, routes)

@@ -62,6 +62,15 @@ class PairConflictRule(RuleBase):
         return NameMatcher(self._name_groups)
 
     @cached_property
+    def _pairs_of(self) -> dict[str, tuple[int, ...]]:
+        """Group -> positions in ``pairs`` of the pairs it belongs to."""
+        pairs_of: dict[str, list[int]] = {}
+        for position, pair in enumerate(self.pairs):
+            for group in set(pair):
+                pairs_of.setdefault(group, []).append(position)
+        return {group: tuple(positions) for group, positions in pairs_of.items()}
+
+    @cached_property
     def _unless(self) -> PackRegex | None:
         return None if self.unless is None else compile_pack_regex(self.unless, self.ignore_case, "unless")
 
@@ -73,7 +82,7 @@ class PairConflictRule(RuleBase):
                     raise pack_error(f"pairs[{index}][{position}]", f"unknown group {group!r}")
             if group_a == group_b:
                 raise pack_error(f"pairs[{index}]", "a pair needs two different groups")
-        _ = self._names, self._unless
+        _ = self._names, self._unless, self._pairs_of
         return self
 
     def _mentions(self, scan: TraceScan, field: TextField) -> dict[str, tuple[int, int]]:
@@ -92,9 +101,12 @@ class PairConflictRule(RuleBase):
         in_input: dict[str, tuple[int, int]] | None = None
 
         conflicts: list[tuple[str, str, list[tuple[SpanField, int, int]]]] = []
-        for group_a, group_b in self.pairs:
-            if group_a not in in_output and group_b not in in_output:
-                continue
+        # Only the pairs with a group in the output can conflict: visit just
+        # those (most texts name a few drugs of a long list), in pack order.
+        pairs_of = self._pairs_of
+        candidates = sorted({position for group in in_output for position in pairs_of.get(group, ())})
+        for position in candidates:
+            group_a, group_b = self.pairs[position]
             if group_a not in in_output or group_b not in in_output:
                 if in_input is None:
                     in_input = self._mentions(scan, "input")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from re import _constants as sre
 from re import _parser as sre_parse
@@ -100,7 +100,7 @@ def _unicode_words(text: str, others: set[str]) -> frozenset[str]:
     make the set a larger superset.
     """
     replaced = text.encode("ascii", "replace").translate(_ASCII_NON_WORD).decode("ascii")
-    words = set(replaced.split())
+    tokens = replaced.split()
     # ``others``: the non-ASCII characters of the original text; folding
     # may have changed a few (the chunks are found in the folded text).
     word_chars = {char.casefold() for char in others if _word_char_for_either_engine(char)}
@@ -116,9 +116,9 @@ def _unicode_words(text: str, others: set[str]) -> frozenset[str]:
             position = text.find(char, end)
     for start, end in chunks:
         chunk = text[start:end]
-        words.update(_STDLIB_WORD_RE.findall(chunk))
-        words.update(_REGEX_WORD_RE.findall(chunk))
-    return frozenset(words)
+        tokens.extend(_STDLIB_WORD_RE.findall(chunk))
+        tokens.extend(_REGEX_WORD_RE.findall(chunk))
+    return frozenset(tokens)
 
 
 _ASCII_SPACES = (" ", "\n", "\t", "\r", "\f", "\v")
@@ -126,11 +126,6 @@ _ASCII_SPACES = (" ", "\n", "\t", "\r", "\f", "\v")
 
 def _is_word_char(char: str) -> bool:
     return char.isalnum() or char == "_"
-
-
-def is_ascii_word(text: str) -> bool:
-    """Whether ``text`` is non-empty and made only of ASCII word characters."""
-    return text.isascii() and bool(text) and all(char.isalnum() or char == "_" for char in text)
 
 
 WHOLE, SUBSTRING = "whole", "substring"
@@ -155,38 +150,86 @@ class _Literal:
         return len(self.text) - 1 - common
 
 
+@dataclass(frozen=True, slots=True)
+class PartRoutes:
+    """Which parts of one regex each literal can enable, as bit masks over
+    its parts: ``always`` (parts without a prefilter), ``words`` (whole-word
+    literals) and ``substrings``."""
+
+    regex_id: int
+    always: int
+    words: Mapping[str, int]
+    substrings: Mapping[str, int]
+
+
 class LiteralScanner:
-    """Which of a fixed set of literals occur in a text, found in one
-    Aho-Corasick pass.
+    """Everything a pack's regex prefilters ask about a text, answered at
+    once: which literals occur (one Aho-Corasick pass), and from that which
+    parts of each regex could match.
 
     A pack's regexes need a few hundred substring answers per text; asked
     one ``in`` search at a time they cost more than the regexes they save.
-    Literals made only of ASCII word characters are looked for in the
-    index's ``word_text`` (each distinct word once, so far fewer matches to
-    report); the others in the text itself.
+    Likewise, working out the possible parts regex by regex (a set
+    intersection each) costs more than one walk over the literals a text
+    holds, routing each to the regexes that use it.
     """
 
-    __slots__ = ("_characters", "_in_text", "_in_words", "literals", "regex_ids")
+    __slots__ = (
+        "_always",
+        "_automaton",
+        "_characters",
+        "_route_substrings",
+        "_route_words",
+        "_substring_routes",
+        "_word_routes",
+        "literals",
+        "slots",
+    )
 
-    def __init__(self, literals: Iterable[str], regex_ids: Iterable[int] = ()) -> None:
+    def __init__(self, literals: Iterable[str], routes: Iterable[PartRoutes] = ()) -> None:
         self.literals = frozenset(literal for literal in literals if literal)
-        # The regexes (by id) whose every substring is among the literals.
-        self.regex_ids = frozenset(regex_ids)
+        routes = list(routes)
+        # Position of each regex (by id) in the list ``part_masks`` returns;
+        # every substring of these regexes is among the literals.
+        self.slots = {route.regex_id: slot for slot, route in enumerate(routes)}
+        self._always = [route.always for route in routes]
+        words: dict[str, list[tuple[int, int]]] = {}
+        substrings: dict[str, list[tuple[int, int]]] = {}
+        for slot, route in enumerate(routes):
+            for table, bits_by_literal in ((words, route.words), (substrings, route.substrings)):
+                for literal, bits in bits_by_literal.items():
+                    table.setdefault(literal, []).append((slot, bits))
+        self._word_routes = {word: tuple(targets) for word, targets in words.items()}
+        self._substring_routes = {literal: tuple(targets) for literal, targets in substrings.items()}
+        # Set intersection with a dict would copy its keys into a set first.
+        self._route_words = frozenset(self._word_routes)
+        self._route_substrings = frozenset(self._substring_routes)
         # Single characters ("." "?" "@") occur everywhere: reporting each
         # occurrence from an automaton costs more than one ``in`` each.
         self._characters = tuple(literal for literal in self.literals if len(literal) == 1)
-        longer = [literal for literal in self.literals if len(literal) > 1]
-        self._in_words = _automaton([literal for literal in longer if is_ascii_word(literal)])
-        self._in_text = _automaton([literal for literal in longer if not is_ascii_word(literal)])
+        self._automaton = _automaton([literal for literal in self.literals if len(literal) > 1])
 
-    def found_in(self, text: str, word_text: str) -> set[str]:
-        """The literals in ``text``; ``word_text``: its words, see ``WordIndex``."""
+    def found_in(self, text: str) -> set[str]:
+        """The literals that occur in ``text``."""
         found = {character for character in self._characters if character in text}
-        for automaton, searched in ((self._in_words, word_text), (self._in_text, text)):
-            if automaton is not None:
-                # map/itemgetter keep the per-match work in C.
-                found.update(map(_SECOND, automaton.iter(searched)))
+        if self._automaton is not None:
+            # map/itemgetter keep the per-match work in C.
+            found.update(map(_SECOND, self._automaton.iter(text)))
         return found
+
+    def part_masks(self, words: frozenset[str], found: set[str]) -> list[int]:
+        """For each regex (by slot), the parts whose first literal set is
+        met by a text with these ``words`` and ``found`` substrings."""
+        masks = self._always.copy()
+        routes = self._word_routes
+        for word in words.intersection(self._route_words):
+            for slot, bits in routes[word]:
+                masks[slot] |= bits
+        routes = self._substring_routes
+        for literal in found.intersection(self._route_substrings):
+            for slot, bits in routes[literal]:
+                masks[slot] |= bits
+        return masks
 
 
 _SECOND = operator.itemgetter(1)
@@ -221,11 +264,12 @@ class WordIndex:
     ``scanner``, the substrings it knows are all found in one pass, the
     first time one is asked for."""
 
-    __slots__ = ("_found", "cache", "scanner", "simple_case", "text", "word_text", "words")
+    __slots__ = ("_found", "_masks", "cache", "scanner", "simple_case", "text", "words")
 
     def __init__(self, text: str, scanner: LiteralScanner | None = None) -> None:
         self.scanner = scanner
         self._found: set[str] | None = None
+        self._masks: list[int] | None = None
         self.text = text.casefold()
         self.cache: dict[object, object] = {}
         self.words: frozenset[str]
@@ -237,12 +281,6 @@ class WordIndex:
             others = set(_NON_ASCII_RE.findall(text))
             self.simple_case = all(_case_inert(char) for char in others)
             self.words = _unicode_words(self.text, others)
-        # Where to search for a literal made only of ASCII word characters:
-        # the distinct words joined by spaces. Such a literal cannot span a
-        # non-word character, so it occurs in the text exactly when it
-        # occurs in one of its ASCII word runs, all of which are words here;
-        # and this is shorter, with each word once.
-        self.word_text = " ".join(self.words)
 
     def has_word(self, word: str) -> bool:
         return word in self.words
@@ -251,29 +289,30 @@ class WordIndex:
         """Which of ``words`` occur as words."""
         return self.words.intersection(words)
 
-    def found_substrings(self, regex_id: int) -> set[str] | None:
-        """The scanner's literals that occur in the text, when the scanner
-        covers every substring of the regex ``regex_id``; else None."""
-        scanner = self.scanner
-        if scanner is None or regex_id not in scanner.regex_ids:
-            return None
+    def found_substrings(self) -> set[str]:
+        """The scanner's literals that occur in the text (the scanner must be set)."""
         if self._found is None:
-            self._found = scanner.found_in(self.text, self.word_text)
+            assert self.scanner is not None
+            self._found = self.scanner.found_in(self.text)
         return self._found
 
-    def contains(self, literal: str, word_only: bool = False) -> bool:
-        """Whether ``literal`` occurs as a substring. ``word_only``: it is
-        made only of word characters, so the shorter ``word_text`` will do."""
+    def part_masks(self) -> list[int]:
+        """The scanner's ``part_masks`` for this text, worked out once."""
+        if self._masks is None:
+            assert self.scanner is not None
+            self._masks = self.scanner.part_masks(self.words, self.found_substrings())
+        return self._masks
+
+    def contains(self, literal: str) -> bool:
+        """Whether ``literal`` occurs as a substring."""
         # Several regexes of a pack often need the same substring.
         found = self.cache.get(literal)
         if found is None:
             scanner = self.scanner
             if scanner is not None and literal in scanner.literals:
-                if self._found is None:
-                    self._found = scanner.found_in(self.text, self.word_text)
-                found = literal in self._found
+                found = literal in self.found_substrings()
             else:
-                found = literal in (self.word_text if word_only else self.text)
+                found = literal in self.text
             self.cache[literal] = found
         return bool(found)
 

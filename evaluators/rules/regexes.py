@@ -17,7 +17,9 @@ matches over all parts. Patterns with back-references, inline global flags
 or groups the caller reads are not split. Finally, a case-insensitive part
 that cannot tell case apart anyway runs case-sensitively on the lower-cased
 text when the text is ASCII (``folds_safely``), which the ``regex`` module
-does several times faster.
+does several times faster. And a part that says "the text does not mention
+X" the usual way, ``\\A(?![\\s\\S]{0,N}?X)``, is run as a search for ``X``,
+which has a prefilter of its own (``_absence``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import regex
 
-from evaluators.rules.prefilter import WHOLE, Prefilter, WordIndex, _Literal, is_ascii_word, prefilter_for
+from evaluators.rules.prefilter import WHOLE, PartRoutes, Prefilter, WordIndex, _Literal, prefilter_for
 
 if TYPE_CHECKING:
     from evaluators.rules.base import TextField, TraceScan
@@ -55,6 +57,29 @@ class RuleTimeout(Exception):
 
 class RegexCompileError(ValueError):
     pass
+
+
+# The opening of ``\A(?![\s\S]{0,N}?X)``: no match of X starts within the
+# first N characters.
+_ABSENCE_OPENING_RE = re.compile(r"\\A\(\?!\[\\s\\S\]\{0,(\d+)\}\?")
+
+
+def _absence(source: str) -> tuple[str, int] | None:
+    """``(X, N)`` when ``source`` is exactly ``\\A(?![\\s\\S]{0,N}?X)``.
+
+    Written that way, the engine tries X at each of the first N positions
+    of every text; as a search, X is run only when its prefilter allows
+    (a text that names no sedative at all needs no regex to say so).
+    """
+    opening = _ABSENCE_OPENING_RE.match(source)
+    # "\A" is two characters, so the look-ahead's "(" is at index 2; it
+    # must close at the very end for the whole part to be the look-ahead.
+    if opening is None or _group_end(source, 2) != len(source) - 1:
+        return None
+    body = source[opening.end() : -1]
+    if not body or _UNSPLITTABLE_RE.search(body):
+        return None
+    return body, int(opening.group(1))
 
 
 def _structure(source: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
@@ -167,19 +192,17 @@ def folds_safely(source: str) -> bool:
     return _CASE_DEPENDENT_RE.search(source.replace("\\\\", "")) is None
 
 
-_Requirement = tuple[frozenset[str], tuple[tuple[str, bool], ...], frozenset[str]]
+_Requirement = tuple[frozenset[str], tuple[str, ...], frozenset[str]]
 
 
 def _requirement(literals: tuple[_Literal, ...]) -> _Requirement:
-    """One set of alternative literals as (whole words, (substring, made
-    only of word characters), the substrings as a set)."""
-    substrings = tuple(
-        (literal.text, is_ascii_word(literal.text)) for literal in literals if literal.kind != WHOLE
-    )
+    """One set of alternative literals as (whole words, substrings, the
+    substrings as a set)."""
+    substrings = tuple(literal.text for literal in literals if literal.kind != WHOLE)
     return (
         frozenset(literal.text for literal in literals if literal.kind == WHOLE),
         substrings,
-        frozenset(text for text, _ in substrings),
+        frozenset(substrings),
     )
 
 
@@ -192,11 +215,20 @@ def _any_present(index: WordIndex, requirement: _Requirement, found: set[str] | 
         return True
     if found is not None:
         return not found.isdisjoint(substring_set)
-    return any(index.contains(literal, word_only) for literal, word_only in substrings)
+    return any(index.contains(literal) for literal in substrings)
 
 
 class _Part:
-    __slots__ = ("_compiled", "_flags", "_source", "anchored", "folded", "prefilter")
+    __slots__ = (
+        "_compiled",
+        "_flags",
+        "_source",
+        "absent",
+        "absent_within",
+        "anchored",
+        "folded",
+        "prefilter",
+    )
 
     def __init__(self, source: str, flags: int, compiled: Any = None) -> None:
         # Anchored at the start of the text (``\A`` before one alternative):
@@ -204,8 +236,22 @@ class _Part:
         # takes; a search would try (and fail) at every other offset.
         self.anchored = source.startswith("\\A") and len(_split_top_level(source)) == 1
         self._source, self._flags = source, flags
+        # ``\A(?![\s\S]{0,N}?X)``: an empty match at 0 exactly when no match
+        # of ``absent`` (X) starts within the first ``absent_within`` (N)
+        # characters. Such a part is never compiled as written.
+        self.absent: PackRegex | None = None
+        self.absent_within = 0
+        absence = _absence(source)
+        if absence is not None:
+            with contextlib.suppress(RegexCompileError):
+                self.absent = PackRegex(absence[0], bool(flags & regex.IGNORECASE))
+                self.absent_within = absence[1]
         # The same pattern for lower-cased ASCII text, when that is equivalent.
-        self.folded = None
+        self.folded: Any = None
+        self._compiled = compiled
+        self.prefilter: Prefilter | None = None
+        if self.absent is not None:
+            return
         if flags & regex.IGNORECASE and folds_safely(source):
             self.folded = regex.compile(source, flags & ~regex.IGNORECASE)
         # The pattern as written serves text that is not simple-case. Where a
@@ -213,10 +259,9 @@ class _Part:
         # compiled patterns are most of a pack's memory (tens of MB for the
         # shipped packs). Both compile the same syntax, so a part that compiles
         # folded compiles as written too.
-        self._compiled = compiled
         if compiled is None and self.folded is None:
             self._compiled = regex.compile(source, flags)
-        self.prefilter: Prefilter | None = prefilter_for(source)
+        self.prefilter = prefilter_for(source)
 
     @property
     def compiled(self) -> Any:
@@ -303,9 +348,7 @@ class PackRegex:
         # A set, not the dict: set intersection then walks the smaller side
         # (a text's few hundred words, or a regex's few hundred names).
         self._word_set = frozenset(words)
-        self._substrings = tuple(
-            (literal, enabled, is_ascii_word(literal)) for literal, enabled in substrings.items()
-        )
+        self._substrings = tuple(substrings.items())
         self._substring_bits = substrings
         self._substring_set = frozenset(substrings)
         # Parts lists by mask of possible parts; few masks occur in practice.
@@ -318,21 +361,22 @@ class PackRegex:
         cached = cache.get(key)
         if cached is not None:
             return cached  # type: ignore[return-value]
-        mask = self._always
-        words = self._words
-        for word in index.words.intersection(self._word_set):
-            mask |= words[word]
-        found = index.found_substrings(key)
-        if found is not None:
-            # The pack's scanner found every substring in one pass.
-            bits = self._substring_bits
-            for literal in found.intersection(self._substring_set):
-                mask |= bits[literal]
+        scanner = index.scanner
+        slot = None if scanner is None else scanner.slots.get(key)
+        found: set[str] | None = None
+        if slot is not None:
+            # The pack's scanner worked out every regex's parts in one go.
+            mask = index.part_masks()[slot]
+            found = index.found_substrings()
         else:
+            mask = self._always
+            words = self._words
+            for word in index.words.intersection(self._word_set):
+                mask |= words[word]
             # Several regexes of a pack often need the same substring: the
             # answers are kept in the index.
-            for literal, enabled, word_only in self._substrings:
-                if enabled & ~mask and index.contains(literal, word_only):
+            for literal, enabled in self._substrings:
+                if enabled & ~mask and index.contains(literal):
                     mask |= enabled
         if mask & self._also_bits:
             mask = self._check_also(index, mask, found)
@@ -358,6 +402,15 @@ class PackRegex:
             self._by_mask[mask] = parts
         return parts
 
+    def routes(self) -> PartRoutes:
+        """What the pack's ``LiteralScanner`` needs to work out this regex's parts."""
+        return PartRoutes(id(self), self._always, self._words, self._substring_bits)
+
+    def with_inner(self) -> list[PackRegex]:
+        """This regex and those its parts run in their place (``_absence``)."""
+        inner = [part.absent.with_inner() for part in self._parts if part.absent is not None]
+        return [self, *(regex for regexes in inner for regex in regexes)]
+
     def substring_literals(self) -> set[str]:
         """Every substring the prefilters may ask a text about."""
         found = set(self._substring_set)
@@ -369,6 +422,18 @@ class PackRegex:
     @property
     def groups(self) -> int:
         return self._groups
+
+    def _read(self, scan: TraceScan, field: TextField, limit: int) -> tuple[list[_Part], str, str, bool]:
+        """The parts possible on the field; its text; the case-folded text
+        (the text itself when it is not simple-case); whether it is."""
+        index = scan.index(field, limit)
+        parts = self._possible_parts(index)
+        if not parts:
+            return parts, "", "", False
+        original = scan.text(field, limit)
+        if not index.simple_case:
+            return parts, original, original, False
+        return parts, original, scan.folded(field, limit), True
 
     def possible(self, scan: TraceScan, field: TextField, limit: int) -> bool:
         """False when the regex cannot match the field at all."""
@@ -385,13 +450,9 @@ class PackRegex:
         the window's end sees the real next character ("okay" is not found
         at the end of a window that cuts "okayish" short).
         """
-        index = scan.index(field, limit)
-        parts = self._possible_parts(index)
+        parts, original, folded, simple_case = self._read(scan, field, limit)
         if not parts:
             return False
-        simple_case = index.simple_case
-        original = scan.text(field, limit)
-        folded = scan.folded(field, limit) if simple_case else original
         end = len(original) if endpos is None else min(endpos, len(original))
         if endpos is not None and simple_case:
             # A match inside the window has its literal inside the window:
@@ -404,6 +465,11 @@ class PackRegex:
             ]
         stop = min(len(original), end + _LOOKAHEAD)
         for part in parts:
+            if part.absent is not None:
+                # Its only match is the empty one at 0.
+                if pos == 0 and not part.absent.starts_by(scan, field, limit, part.absent_within, stop):
+                    return True
+                continue
             compiled, text = part.choose(original, folded, simple_case)
             try:
                 if part.anchored:
@@ -420,15 +486,36 @@ class PackRegex:
                 raise RuleTimeout from exc
         return False
 
+    def starts_by(self, scan: TraceScan, field: TextField, limit: int, latest: int, stop: int) -> bool:
+        """Whether a match starts at or before offset ``latest`` in the
+        field read up to ``stop`` (what ``[\\s\\S]{0,latest}?`` before the
+        regex finds in a look-ahead at the start of the text)."""
+        parts, original, folded, simple_case = self._read(scan, field, limit)
+        if not parts:
+            return False
+        for part in parts:
+            if part.absent is not None:
+                if not part.absent.starts_by(scan, field, limit, part.absent_within, stop):
+                    return True
+                continue
+            compiled, text = part.choose(original, folded, simple_case)
+            try:
+                if part.anchored:
+                    match = compiled.match(text, 0, stop, timeout=scan.time_left())
+                else:
+                    match = compiled.search(text, 0, stop, timeout=scan.time_left())
+            except TimeoutError as exc:
+                raise RuleTimeout from exc
+            # A part's leftmost match is its earliest start.
+            if match is not None and match.start() <= latest:
+                return True
+        return False
+
     def finditer(self, scan: TraceScan, field: TextField, limit: int) -> Iterator[Any]:
         """Non-empty, non-overlapping matches in the field, leftmost first."""
-        index = scan.index(field, limit)
-        parts = self._possible_parts(index)
+        parts, original, folded, simple_case = self._read(scan, field, limit)
         if not parts:
             return
-        simple_case = index.simple_case
-        original = scan.text(field, limit)
-        folded = scan.folded(field, limit) if simple_case else original
         if len(parts) == 1:
             yield from self._iterate(scan, parts[0], original, folded, simple_case)
             return
@@ -446,6 +533,8 @@ class PackRegex:
     def _iterate(
         scan: TraceScan, part: _Part, original: str, folded: str, simple_case: bool
     ) -> Iterator[Any]:
+        if part.absent is not None:
+            return  # its only match is empty, and an empty match is not evidence
         compiled, text = part.choose(original, folded, simple_case)
         try:
             if part.anchored:
