@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from core.settings import Settings
+
 # An evaluation awaiting review has its automated verdict: final until an expert labels it.
 FINAL = {"completed", "failed"}
 EVALUATED = FINAL | {"awaiting_review"}
+
+
+def with_own_queues(settings: Settings, name: str, **updates: Any) -> Settings:
+    """``settings`` with task queues no other test's workers poll, plus ``updates``."""
+    suffix = uuid.uuid4().hex[:8]
+    return settings.model_copy(
+        update={
+            "task_queue": f"aegis-{name}-{suffix}",
+            "judge_task_queue": f"aegis-{name}-judge-{suffix}",
+            **updates,
+        }
+    )
 
 
 def settled_automatically(evaluation: dict[str, Any]) -> bool:

@@ -26,7 +26,7 @@ from api.pagination import MAX_PAGE_SIZE
 from core import search_attributes
 from core.settings import Settings
 from models.tables import Trace
-from tests.helpers import OrgClient
+from tests.helpers import OrgClient, with_own_queues
 from tests.test_reliability import schedule_exists, stop_workers, stored_results, worker_process
 
 TRACES = int(os.environ.get("AEGIS_LOAD_TEST_TRACES", "3000"))
@@ -52,14 +52,8 @@ def trace(n: int) -> dict[str, str]:
 
 @pytest.fixture
 def load_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "task_queue": f"aegis-load-{uuid.uuid4().hex[:8]}",
-            "judge_task_queue": f"aegis-load-judge-{uuid.uuid4().hex[:8]}",
-            # The limit protects a deployment from one noisy client; this is that client.
-            "api_rate_limit_per_minute": 0,
-        }
-    )
+    # The rate limit protects a deployment from one noisy client; this is that client.
+    return with_own_queues(settings, "load", api_rate_limit_per_minute=0)
 
 
 async def count_by_status(

@@ -25,7 +25,7 @@ from core.temporal import connect
 from core.worker import build_workers
 from models.schemas import workflow_id_for
 from tests.conftest import ADMIN_TOKEN
-from tests.helpers import OrgClient
+from tests.helpers import OrgClient, with_own_queues
 
 
 def new_key(key_id: str) -> str:
@@ -106,14 +106,7 @@ async def encrypted(
     settings: Settings, session_factory: async_sessionmaker[AsyncSession], temporal_client: Client
 ) -> AsyncIterator[EncryptedStack]:
     """API and workers that encrypt every payload, on task queues of their own."""
-    suffix = uuid.uuid4().hex[:8]
-    secured = settings.model_copy(
-        update={
-            "payload_key": SecretStr(new_key("k1")),
-            "task_queue": f"aegis-encrypted-{suffix}",
-            "judge_task_queue": f"aegis-encrypted-judge-{suffix}",
-        }
-    )
+    secured = with_own_queues(settings, "encrypted", payload_key=SecretStr(new_key("k1")))
     client = await connect(secured)
     app = create_app(resources=AppResources(secured, session_factory, client))
     async with contextlib.AsyncExitStack() as running:

@@ -27,7 +27,7 @@ from core.db import create_engine, create_session_factory
 from core.settings import Settings
 from core.worker import build_workers
 from models.tables import EvaluationResult, Trace, UsageMetric, VerdictChange
-from tests.helpers import OrgClient
+from tests.helpers import OrgClient, with_own_queues
 from workflows.dispatch_sweep import SCHEDULE_ID
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,12 +57,7 @@ def worker_process(settings: Settings) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def crash_settings(settings: Settings) -> Settings:
-    return settings.model_copy(
-        update={
-            "task_queue": f"aegis-crash-{uuid.uuid4().hex[:8]}",
-            "judge_task_queue": f"aegis-crash-judge-{uuid.uuid4().hex[:8]}",
-        }
-    )
+    return with_own_queues(settings, "crash")
 
 
 async def stop_workers(
@@ -288,14 +283,12 @@ async def test_a_postgresql_outage_delays_evaluations_and_loses_nothing(
         {"host": real.query.get("host") or real.host or "127.0.0.1", "port": real.port or 5432}
     )
     await proxy.start()
-    proxied = settings.model_copy(
-        update={
-            "database_url": real.set(host="127.0.0.1", port=proxy.port, query={}).render_as_string(
-                hide_password=False
-            ),
-            "task_queue": f"aegis-pgdown-{uuid.uuid4().hex[:8]}",
-            "judge_task_queue": f"aegis-pgdown-judge-{uuid.uuid4().hex[:8]}",
-        }
+    proxied = with_own_queues(
+        settings,
+        "pgdown",
+        database_url=real.set(host="127.0.0.1", port=proxy.port, query={}).render_as_string(
+            hide_password=False
+        ),
     )
     engine = create_engine(proxied)
     sessions = create_session_factory(engine)

@@ -27,7 +27,7 @@ from core.embedded import temporal_binary
 from core.settings import Settings
 from core.worker import build_workers
 from models.schemas import FinalVerdict, workflow_id_for
-from tests.helpers import OrgClient
+from tests.helpers import OrgClient, with_own_queues
 
 PACK = """
 name: slow-review
@@ -51,12 +51,7 @@ async def skipping_api(
         dev_server_extra_args=["--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true"],
         search_attributes=sa.ALL,
     )
-    own = settings.model_copy(
-        update={
-            "task_queue": f"aegis-skip-{uuid.uuid4().hex[:8]}",
-            "judge_task_queue": f"aegis-skip-judge-{uuid.uuid4().hex[:8]}",
-        }
-    )
+    own = with_own_queues(settings, "skip")
     try:
         async with contextlib.AsyncExitStack() as running:
             for worker in build_workers(env.client, session_factory, own):
