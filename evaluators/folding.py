@@ -16,3 +16,15 @@ def fold_case(text: str) -> str:
         return lowered
     # A few characters (e.g. "İ") lower-case to two; fall back to ASCII only.
     return text.translate(_ASCII_LOWER)
+
+
+def lower_ascii_letters(text: str) -> str:
+    """``text`` with its ASCII letters lower-cased and nothing else changed.
+
+    For a text whose other characters have no case (curly quotes, dashes,
+    "°") this is its full case fold, and about twice as fast as
+    ``str.lower`` once the text holds one non-ASCII character: UTF-8 keeps
+    ASCII bytes as they are and puts no ASCII byte inside another
+    character's encoding.
+    """
+    return text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")

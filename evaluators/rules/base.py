@@ -16,6 +16,7 @@ module: they are fixed, written to fail fast, and not user-controlled.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -82,9 +83,28 @@ def compile_pack_regex(source: str, ignore_case: bool, path: str, split: bool = 
     ``split=False`` for patterns whose groups the caller reads.
     """
     try:
-        return PackRegex(source, ignore_case, split)
+        return _shared_pack_regex(source, ignore_case, split)
     except RegexCompileError as exc:
         raise pack_error(path, str(exc)) from exc
+
+
+# Compiled pack regexes by (source, ignore_case, split), for as long as a
+# loaded pack holds them.
+_SHARED_REGEXES: weakref.WeakValueDictionary[tuple[str, bool, bool], PackRegex] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _shared_pack_regex(source: str, ignore_case: bool, split: bool) -> PackRegex:
+    """One ``PackRegex`` per pattern: rules (and pack versions) that use the
+    same pattern share its compiled parts, and a trace's scan answers for
+    it once (``PackRegex.exists`` keeps its answer for the whole text)."""
+    key = (source, ignore_case, split)
+    shared = _SHARED_REGEXES.get(key)
+    if shared is None:
+        shared = PackRegex(source, ignore_case, split)
+        _SHARED_REGEXES[key] = shared
+    return shared
 
 
 class TraceScan:
@@ -117,7 +137,12 @@ class TraceScan:
         key = (field, limit)
         folded = self._folded.get(key)
         if folded is None:
-            folded = self._folded[key] = fold_case(self.text(field, limit))
+            index = self._indexes.get(key)
+            if index is not None and index.simple_case:
+                folded = index.text  # a simple-case text's fold keeps its offsets
+            else:
+                folded = fold_case(self.text(field, limit))
+            self._folded[key] = folded
         return folded
 
     def index(self, field: TextField, limit: int) -> WordIndex:

@@ -151,11 +151,15 @@ class DomainPack(_Section):
         """
         literals: set[str] = set()
         routes: list[PartRoutes] = []
+        seen: set[int] = set()
         for rule in self.rules:
             for value in vars(rule).values():
                 for item in value if isinstance(value, list | tuple) else (value,):
                     if isinstance(item, PackRegex):
                         for pack_regex in item.with_inner():
-                            literals |= pack_regex.substring_literals()
-                            routes.append(pack_regex.routes())
+                            # Rules that use the same pattern share one PackRegex.
+                            if id(pack_regex) not in seen:
+                                seen.add(id(pack_regex))
+                                literals |= pack_regex.substring_literals()
+                                routes.append(pack_regex.routes())
         return LiteralScanner(literals, routes)

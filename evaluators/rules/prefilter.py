@@ -30,8 +30,10 @@ from re import _constants as sre
 from re import _parser as sre_parse
 from typing import Any
 
-import ahocorasick
+import ahocorasick_rs
 import regex
+
+from evaluators.folding import lower_ascii_letters
 
 # Syntax of the ``regex`` module that the standard parser would accept with
 # another meaning: fuzzy matching "{e<=1}", POSIX classes "[[:alpha:]]".
@@ -153,10 +155,11 @@ class _Literal:
 @dataclass(frozen=True, slots=True)
 class PartRoutes:
     """Which parts of one regex each literal can enable, as bit masks over
-    its parts: ``always`` (parts without a prefilter), ``words`` (whole-word
-    literals) and ``substrings``."""
+    its ``parts`` parts: ``always`` (parts without a prefilter), ``words``
+    (whole-word literals) and ``substrings``."""
 
     regex_id: int
+    parts: int
     always: int
     words: Mapping[str, int]
     substrings: Mapping[str, int]
@@ -171,7 +174,9 @@ class LiteralScanner:
     one ``in`` search at a time they cost more than the regexes they save.
     Likewise, working out the possible parts regex by regex (a set
     intersection each) costs more than one walk over the literals a text
-    holds, routing each to the regexes that use it.
+    holds. The parts of all the pack's regexes are numbered into one bit
+    mask (regex after regex, ``places`` says where each regex's bits are),
+    so each literal the text holds adds its parts with one ``|``.
     """
 
     __slots__ = (
@@ -180,30 +185,34 @@ class LiteralScanner:
         "_characters",
         "_route_substrings",
         "_route_words",
-        "_substring_routes",
-        "_word_routes",
+        "_substring_bits",
+        "_word_bits",
         "literals",
-        "slots",
+        "places",
     )
 
     def __init__(self, literals: Iterable[str], routes: Iterable[PartRoutes] = ()) -> None:
         self.literals = frozenset(literal for literal in literals if literal)
-        routes = list(routes)
-        # Position of each regex (by id) in the list ``part_masks`` returns;
-        # every substring of these regexes is among the literals.
-        self.slots = {route.regex_id: slot for slot, route in enumerate(routes)}
-        self._always = [route.always for route in routes]
-        words: dict[str, list[tuple[int, int]]] = {}
-        substrings: dict[str, list[tuple[int, int]]] = {}
-        for slot, route in enumerate(routes):
+        # For each regex (by id), where its parts are in the pack-wide mask:
+        # (offset, mask of its width). Every substring of these regexes is
+        # among the literals.
+        self.places: dict[int, tuple[int, int]] = {}
+        self._always = 0
+        words: dict[str, int] = {}
+        substrings: dict[str, int] = {}
+        offset = 0
+        for route in routes:
+            self.places[route.regex_id] = (offset, (1 << route.parts) - 1)
+            self._always |= route.always << offset
             for table, bits_by_literal in ((words, route.words), (substrings, route.substrings)):
                 for literal, bits in bits_by_literal.items():
-                    table.setdefault(literal, []).append((slot, bits))
-        self._word_routes = {word: tuple(targets) for word, targets in words.items()}
-        self._substring_routes = {literal: tuple(targets) for literal, targets in substrings.items()}
+                    table[literal] = table.get(literal, 0) | bits << offset
+            offset += route.parts
+        self._word_bits = words
+        self._substring_bits = substrings
         # Set intersection with a dict would copy its keys into a set first.
-        self._route_words = frozenset(self._word_routes)
-        self._route_substrings = frozenset(self._substring_routes)
+        self._route_words = frozenset(words)
+        self._route_substrings = frozenset(substrings)
         # Single characters ("." "?" "@") occur everywhere: reporting each
         # occurrence from an automaton costs more than one ``in`` each.
         self._characters = tuple(literal for literal in self.literals if len(literal) == 1)
@@ -213,36 +222,32 @@ class LiteralScanner:
         """The literals that occur in ``text``."""
         found = {character for character in self._characters if character in text}
         if self._automaton is not None:
-            # map/itemgetter keep the per-match work in C.
-            found.update(map(_SECOND, self._automaton.iter(text)))
+            # Overlapping: "pain" inside "painkiller" is reported as well.
+            found.update(self._automaton.find_matches_as_strings(text, overlapping=True))
         return found
 
-    def part_masks(self, words: frozenset[str], found: set[str]) -> list[int]:
-        """For each regex (by slot), the parts whose first literal set is
-        met by a text with these ``words`` and ``found`` substrings."""
-        masks = self._always.copy()
-        routes = self._word_routes
-        for word in words.intersection(self._route_words):
-            for slot, bits in routes[word]:
-                masks[slot] |= bits
-        routes = self._substring_routes
-        for literal in found.intersection(self._route_substrings):
-            for slot, bits in routes[literal]:
-                masks[slot] |= bits
-        return masks
+    def part_masks(self, words: frozenset[str], found: set[str]) -> int:
+        """The pack-wide mask of the parts whose first literal set is met by
+        a text with these ``words`` and ``found`` substrings (see ``places``)."""
+        # reduce/map keep the loop in C.
+        mask = functools.reduce(
+            operator.or_,
+            map(self._word_bits.__getitem__, words.intersection(self._route_words)),
+            self._always,
+        )
+        return functools.reduce(
+            operator.or_,
+            map(self._substring_bits.__getitem__, found.intersection(self._route_substrings)),
+            mask,
+        )
 
 
-_SECOND = operator.itemgetter(1)
-
-
-def _automaton(literals: list[str]) -> Any:
+def _automaton(literals: list[str]) -> ahocorasick_rs.AhoCorasick | None:
     if not literals:
         return None
-    automaton = ahocorasick.Automaton()
-    for literal in literals:
-        automaton.add_word(literal, literal)
-    automaton.make_automaton()
-    return automaton
+    # A DFA scans about twice as fast as the default NFA; for a pack's few
+    # hundred literals it takes a few hundred kB.
+    return ahocorasick_rs.AhoCorasick(sorted(literals), implementation=ahocorasick_rs.Implementation.DFA)
 
 
 class WordIndex:
@@ -269,17 +274,19 @@ class WordIndex:
     def __init__(self, text: str, scanner: LiteralScanner | None = None) -> None:
         self.scanner = scanner
         self._found: set[str] | None = None
-        self._masks: list[int] | None = None
-        self.text = text.casefold()
+        self._masks: int | None = None
         self.cache: dict[object, object] = {}
         self.words: frozenset[str]
         if text.isascii():
             self.simple_case = True
+            self.text = text.lower()  # the case fold of ASCII text
             tokens = self.text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii").split()
             self.words = frozenset(tokens)
         else:
             others = set(_NON_ASCII_RE.findall(text))
             self.simple_case = all(_case_inert(char) for char in others)
+            # Case-inert characters are left alone by every case mapping.
+            self.text = lower_ascii_letters(text) if self.simple_case else text.casefold()
             self.words = _unicode_words(self.text, others)
 
     def has_word(self, word: str) -> bool:
@@ -296,7 +303,7 @@ class WordIndex:
             self._found = self.scanner.found_in(self.text)
         return self._found
 
-    def part_masks(self) -> list[int]:
+    def part_masks(self) -> int:
         """The scanner's ``part_masks`` for this text, worked out once."""
         if self._masks is None:
             assert self.scanner is not None
@@ -548,6 +555,11 @@ def _sequence(
             low, _, body = av
             if low >= 1:
                 keep(_sequence(list(body.data), boundary, False))
+            if (low >= 1 or boundary) and _ends_non_word(list(body.data)):
+                # Repeated, it leaves the position after a non-word character;
+                # skipped (``(?:home\s+)?``), where it was.
+                boundary = True
+                continue
         elif op is sre.ASSERT_NOT and av[0] == -1 and _excludes_word_chars(av[1]):
             # (?<!\w), (?<![\w-]): the position is at a word start.
             boundary = True
@@ -555,6 +567,18 @@ def _sequence(
         boundary = False
     close(right)
     return best
+
+
+def _ends_non_word(items: list[tuple[Any, Any]]) -> bool:
+    """Whether every match of a sequence ends with a non-word character."""
+    if not items:
+        return False
+    op, av = items[-1]
+    if op is sre.SUBPATTERN:
+        return _ends_non_word(list(av[3].data))
+    if op is sre.BRANCH:
+        return all(_ends_non_word(list(branch.data)) for branch in av[1])
+    return _non_word_item(op, av)
 
 
 def _excludes_word_chars(body: Any) -> bool:

@@ -192,29 +192,27 @@ def folds_safely(source: str) -> bool:
     return _CASE_DEPENDENT_RE.search(source.replace("\\\\", "")) is None
 
 
-_Requirement = tuple[frozenset[str], tuple[str, ...], frozenset[str]]
+# Literals of which a text must hold one: (whole words, substrings).
+_Clause = tuple[frozenset[str], frozenset[str]]
 
 
-def _requirement(literals: tuple[_Literal, ...]) -> _Requirement:
-    """One set of alternative literals as (whole words, substrings, the
-    substrings as a set)."""
-    substrings = tuple(literal.text for literal in literals if literal.kind != WHOLE)
+def _clause(literals: tuple[_Literal, ...]) -> _Clause:
+    """One set of alternative literals as (whole words, substrings)."""
     return (
         frozenset(literal.text for literal in literals if literal.kind == WHOLE),
-        substrings,
-        frozenset(substrings),
+        frozenset(literal.text for literal in literals if literal.kind != WHOLE),
     )
 
 
-def _any_present(index: WordIndex, requirement: _Requirement, found: set[str] | None) -> bool:
-    """Whether one of the requirement's words (as whole words) or substrings
+def _any_present(index: WordIndex, clause: _Clause, found: set[str] | None) -> bool:
+    """Whether one of the clause's words (as whole words) or substrings
     occurs in the indexed text. ``found``: the substrings known to occur,
     when the pack's scanner has found them all."""
-    words, substrings, substring_set = requirement
+    words, substrings = clause
     if not index.words.isdisjoint(words):
         return True
     if found is not None:
-        return not found.isdisjoint(substring_set)
+        return not found.isdisjoint(substrings)
     return any(index.contains(literal) for literal in substrings)
 
 
@@ -285,6 +283,7 @@ class PackRegex:
     """
 
     __slots__ = (
+        "__weakref__",
         "_also",
         "_also_bits",
         "_always",
@@ -334,10 +333,10 @@ class PackRegex:
                 table = words if literal.kind == WHOLE else substrings
                 table[literal.text] = table.get(literal.text, 0) | bit
         self._always = always
-        # Parts whose prefilter has further requirements, checked only once
-        # their first one holds.
+        # Parts whose prefilter has further requirements (clauses), checked
+        # only once their first one holds.
         self._also = tuple(
-            (1 << position, tuple(_requirement(req) for req in part.prefilter.also))
+            (1 << position, tuple(_clause(req) for req in part.prefilter.also))
             for position, part in enumerate(self._parts)
             if part.prefilter is not None and part.prefilter.also
         )
@@ -362,11 +361,12 @@ class PackRegex:
         if cached is not None:
             return cached  # type: ignore[return-value]
         scanner = index.scanner
-        slot = None if scanner is None else scanner.slots.get(key)
+        place = None if scanner is None else scanner.places.get(key)
         found: set[str] | None = None
-        if slot is not None:
+        if place is not None:
             # The pack's scanner worked out every regex's parts in one go.
-            mask = index.part_masks()[slot]
+            offset, width = place
+            mask = (index.part_masks() >> offset) & width
             found = index.found_substrings()
         else:
             mask = self._always
@@ -388,10 +388,10 @@ class PackRegex:
 
     def _check_also(self, index: WordIndex, mask: int, found: set[str] | None) -> int:
         """``mask`` without the parts whose further requirements fail."""
-        for bit, requirements in self._also:
+        for bit, clauses in self._also:
             if mask & bit:
-                for requirement in requirements:
-                    if not _any_present(index, requirement, found):
+                for clause in clauses:
+                    if not _any_present(index, clause, found):
                         mask &= ~bit
                         break
         return mask
@@ -404,7 +404,7 @@ class PackRegex:
 
     def routes(self) -> PartRoutes:
         """What the pack's ``LiteralScanner`` needs to work out this regex's parts."""
-        return PartRoutes(id(self), self._always, self._words, self._substring_bits)
+        return PartRoutes(id(self), len(self._parts), self._always, self._words, self._substring_bits)
 
     def with_inner(self) -> list[PackRegex]:
         """This regex and those its parts run in their place (``_absence``)."""
@@ -414,9 +414,9 @@ class PackRegex:
     def substring_literals(self) -> set[str]:
         """Every substring the prefilters may ask a text about."""
         found = set(self._substring_set)
-        for _, requirements in self._also:
-            for _, _, substring_set in requirements:
-                found |= substring_set
+        for _, clauses in self._also:
+            for _, substrings in clauses:
+                found |= substrings
         return found
 
     @property
@@ -450,6 +450,17 @@ class PackRegex:
         the window's end sees the real next character ("okay" is not found
         at the end of a window that cuts "okayish" short).
         """
+        if pos == 0 and endpos is None:
+            # Rules that share this regex ask about the whole text once.
+            cache = scan.index(field, limit).cache
+            key = (id(self), "exists")
+            answer = cache.get(key)
+            if answer is None:
+                answer = cache[key] = self._exists(scan, field, limit, 0, None)
+            return bool(answer)
+        return self._exists(scan, field, limit, pos, endpos)
+
+    def _exists(self, scan: TraceScan, field: TextField, limit: int, pos: int, endpos: int | None) -> bool:
         parts, original, folded, simple_case = self._read(scan, field, limit)
         if not parts:
             return False

@@ -5,7 +5,9 @@ PII detection and the dose reader first look for candidates in a one-byte-
 per-character copy of the text (``_digit_shadow``, ``_amount_classes``) and
 fall back to scanning the text itself when that copy cannot be made. Each
 test runs the same generated texts both ways: a change to an exact pattern
-that its shortcut does not follow shows up here as a difference.
+that its shortcut does not follow shows up here as a difference. Likewise
+the pack-wide literal scanner against each regex's own prefilter check, and
+the quick case folds against ``str.casefold``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import re
 
 import pytest
 
-from domains import load_domain_pack
+from domains import available_domains, load_domain_pack
 from evaluators import pii
+from evaluators.folding import fold_case
 from evaluators.rules import numeric_bound
 from evaluators.rules.base import TraceScan
+from evaluators.rules.prefilter import WordIndex
+from evaluators.rules.regexes import PackRegex
 from evaluators.sanitize import sanitise
+from evaluators.types import NormalisedTrace
 
 # Pieces that put every detector and the dose reader to work, with near
 # misses, separators and non-ASCII characters between them.
@@ -166,3 +172,65 @@ def test_frequency_pattern_lead_changes_no_match() -> None:
         ]
         slow = [match.groupdict() | {"span": match.span()} for match in plain.finditer(lowered)]
         assert fast == slow, text
+
+
+def test_pack_scanner_allows_the_parts_each_regex_allows_on_its_own() -> None:
+    """The scanner works out the possible parts of every regex of a pack in
+    one pass (one bit mask over all their parts, clauses included); each
+    regex's own check must come to the same parts."""
+    words = [word for text in generated_texts(seed=5, count=50) for word in text.split()]
+    for name in available_domains():
+        pack = load_domain_pack(name)
+        regexes = [
+            inner
+            for rule in pack.rules
+            for value in vars(rule).values()
+            for item in (value if isinstance(value, list | tuple) else (value,))
+            if isinstance(item, PackRegex)
+            for inner in item.with_inner()
+        ]
+        # Texts made of the pack's own literals, so that most parts are
+        # possible on some texts and not on others.
+        literals = sorted(pack.literal_scanner.literals)
+        rng = random.Random(name)
+        texts = [
+            " ".join(rng.choice(literals + words) for _ in range(rng.randint(1, 60))) for _ in range(150)
+        ]
+        allowed = 0
+        for text in texts:
+            with_scanner = WordIndex(text, pack.literal_scanner)
+            alone = WordIndex(text)
+            for each in regexes:
+                parts = each._possible_parts(with_scanner)
+                assert parts == each._possible_parts(alone), (name, each.source, text)
+                allowed += len(parts)
+        assert allowed > 0
+
+
+def test_quick_case_folds_are_the_case_fold() -> None:
+    texts = [*generated_texts(seed=6, count=2000), "Straße İstanbul ǅ ﬁ ΣΑΣ", "“Quoted” — 38 °C’s"]
+    simple = 0
+    for text in texts:
+        index = WordIndex(text)
+        assert index.text == text.casefold(), text
+        if index.simple_case:
+            simple += 1
+            # What a scan of a simple-case text reuses as its folded copy.
+            assert index.text == fold_case(text), text
+            scan = TraceScan(NormalisedTrace(input="", output=text))
+            scan.index("output", 100_000)
+            assert scan.folded("output", 100_000) == fold_case(text), text
+    assert 0 < simple < len(texts)
+
+
+def test_rules_with_the_same_pattern_share_one_compiled_regex() -> None:
+    pack = load_domain_pack("healthcare")
+    referrals = [rule for rule in pack.rules if rule.id.startswith("healthcare.emergency_referral")]
+    assert len(referrals) == 2 and referrals[0].require == referrals[1].require
+    assert referrals[0]._require is referrals[1]._require
+    # Asked twice about one text, the second answer comes from the scan.
+    scan = TraceScan(NormalisedTrace(input="", output="Chest pain: call 911 now."), pack.literal_scanner)
+    scan.start_rule()
+    assert referrals[0]._require.exists(scan, "output", 100_000)
+    assert (id(referrals[0]._require), "exists") in scan.index("output", 100_000).cache
+    assert referrals[1]._require.exists(scan, "output", 100_000)

@@ -226,6 +226,19 @@ def test_prefilter_literal_choice() -> None:
     assert prefilter_for(r"(?:chest){e<=1}") is None  # fuzzy matching: no prefilter
     assert prefilter_for(r"\d+") is None  # nothing literal to require
 
+    def chosen(source: str) -> list[tuple[str, str]]:
+        found = prefilter_for(source)
+        assert found is not None
+        return sorted((lit.text, lit.kind) for lit in found.literals)
+
+    # After an optional group that ends with a space, a word still starts
+    # at a word boundary, whether the group matched or not.
+    assert chosen(r"\bher\s+(?:home\s+|public\s+)?ip\b\s*\d") == [("ip", "whole")]
+    assert chosen(r"\b(?:a\s+)+ip\b") == [("ip", "whole")]
+    # Not so when the group can end inside a word, or nothing bounds it.
+    assert chosen(r"\btake\s*(?:\w+\s+)?tylenol\b") == [("tylenol", "substring")]
+    assert chosen(r"\bher\s+(?:home|public)?ipod\b") == [("ipod", "substring")]
+
 
 def test_word_index() -> None:
     index = WordIndex("Chest-pain, CALL 911!")
