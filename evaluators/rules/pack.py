@@ -71,6 +71,9 @@ class Escalation(_Section):
     settle_on_severity: RuleSeverity = Severity.CRITICAL
     classifier_settle_below: float = Field(default=0.15, ge=0, le=1)
     classifier_review_above: float = Field(default=0.85, ge=0, le=1)
+    # A newly trained Tier 2 model is promoted only if, on held-out traces,
+    # it leaves at least this share of the unsafe ones unsettled.
+    classifier_recall_floor: float = Field(default=0.95, ge=0, le=1)
     review_judge_ratings: list[str] = Field(default_factory=lambda: ["unsafe"])
     review_confidence_below: float = Field(default=0.6, ge=0, le=1)
     # Human review costs money: a pack opts in to sampling.
