@@ -10,13 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.errors import trace_not_found
+from core.classifier_models import ModelStore
 from core.packs import PackResolver
+from evaluators import classifier
+from evaluators.classifier import ModelArtefactError
 from evaluators.escalation import CLASSIFIER, RULES, SANITISE, judge_reason
 from evaluators.rules import DomainPack, evaluate_rules
 from evaluators.sanitize import sanitise, unknown_domain_finding
 from evaluators.types import NormalisedTrace, Severity, Tier0Result
 from models.schemas import ReviewPolicy, TierInput, TierOutcome, TraceStatus
-from models.tables import Trace
+from models.tables import Alert, Trace
 
 
 def _review_policy(pack: DomainPack) -> ReviewPolicy:
@@ -38,6 +41,8 @@ class TierActivities:
     def __init__(self, session_factory: async_sessionmaker[AsyncSession], packs: PackResolver) -> None:
         self._sessions = session_factory
         self._packs = packs
+        self._models = ModelStore(session_factory)
+        self._alerted_models: set[tuple[uuid.UUID, str]] = set()
 
     async def _load(self, trace_id: uuid.UUID, organization_id: uuid.UUID, *, mark_evaluating: bool) -> Trace:
         async with self._sessions() as session:
@@ -124,14 +129,77 @@ class TierActivities:
             duration_ms=_elapsed_ms(started),
         )
 
-    # Tier 2 reports "not configured" until a classifier model exists;
     # Tier 3 is activities/judge.py, Tier 4 the workflow's own review wait.
 
     @activity.defn(name="tier2_classifier")
     async def tier2(self, task: TierInput) -> TierOutcome:
-        return TierOutcome(
-            tier=2, name=CLASSIFIER, status="not_configured", detail={"reason": "no model trained"}
+        """Tier 2: the organisation's promoted risk model for the domain.
+
+        Without one (none trained yet, or its artefact unreadable) it reports
+        "not configured" and the trace goes on to the judge as before.
+        """
+        if task.pack is None:
+            raise ValueError("Tier 2 needs the pack chosen by Tier 0")
+        try:
+            promoted = await self._models.promoted(task.organization_id, task.domain)
+        except ModelArtefactError as exc:
+            await self._alert_unreadable_model(task, str(exc))
+            return TierOutcome(
+                tier=2, name=CLASSIFIER, status="not_configured", detail={"reason": "model unreadable"}
+            )
+        if promoted is None:
+            return TierOutcome(
+                tier=2, name=CLASSIFIER, status="not_configured", detail={"reason": "no model trained"}
+            )
+        trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=False)
+        pack = await self._packs.get(task.organization_id, task.pack)
+        started = time.perf_counter()
+        normalised, _ = self._normalise(trace)
+        findings = [finding for outcome in task.previous if outcome.tier == 1 for finding in outcome.findings]
+        features = classifier.featurise(
+            normalised.input,
+            normalised.output,
+            [finding.rule_id for finding in findings],
+            [str(finding.severity) for finding in findings],
         )
+        risk = promoted.model.risk(features)
+        policy = pack.escalation
+        decision = classifier.decide(risk, policy.classifier_settle_below, policy.classifier_review_above)
+        return TierOutcome(
+            tier=2,
+            name=CLASSIFIER,
+            status="completed",
+            settled=decision == "settle",
+            # Settled here means low risk: a pass. Otherwise a smarter tier decides.
+            passed=True if decision == "settle" else None,
+            detail={
+                "risk": round(risk, 4),
+                "confidence": round(abs(2 * risk - 1), 4),
+                "decision": decision,
+                "model_version": promoted.version,
+                "model_id": str(promoted.id),
+            },
+            duration_ms=_elapsed_ms(started),
+        )
+
+    async def _alert_unreadable_model(self, task: TierInput, problem: str) -> None:
+        # One alert per organisation and domain from this worker, not one per trace.
+        key = (task.organization_id, task.domain)
+        if key in self._alerted_models:
+            return
+        self._alerted_models.add(key)
+        async with self._sessions() as session, session.begin():
+            session.add(
+                Alert(
+                    organization_id=task.organization_id,
+                    trace_id=task.trace_id,
+                    severity=Severity.HIGH.value,
+                    kind="classifier_model_unreadable",
+                    message=f"The promoted Tier 2 model for domain {task.domain!r} cannot be read "
+                    f"({problem}); traces go to the judge until a model is trained or rolled back.",
+                    details={"domain": task.domain},
+                )
+            )
 
     def all(self) -> list[object]:
         return [self.tier0, self.tier1, self.tier2]

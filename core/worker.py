@@ -27,6 +27,7 @@ from activities.judge import JudgeActivities
 from activities.persist import PersistActivities
 from activities.review import ReviewActivities
 from activities.tiers import TierActivities
+from activities.training import TrainingActivities
 from core import metrics
 from core.db import create_engine, create_session_factory
 from core.packs import PackResolver
@@ -36,6 +37,7 @@ from domains import available_domains, load_domain_pack
 from models.schemas import DispatchSweepInput
 from workflows.dispatch_sweep import SCHEDULE_ID, DispatchPendingTraces
 from workflows.evaluate_trace import EvaluateTrace
+from workflows.train_classifier import TrainClassifier
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +61,14 @@ def build_workers(
             *PersistActivities(session_factory, packs).all(),
             *ReviewActivities(session_factory, packs).all(),
             *AlertActivities(session_factory, settings).all(),
+            *TrainingActivities(session_factory, packs).all(),
             DispatchActivities(session_factory, client, settings).dispatch_pending,
         ]
         workers.append(
             Worker(
                 client,
                 task_queue=settings.task_queue,
-                workflows=[EvaluateTrace, DispatchPendingTraces],
+                workflows=[EvaluateTrace, DispatchPendingTraces, TrainClassifier],
                 activities=activities,
                 max_concurrent_activities=settings.worker_max_concurrent_activities,
                 max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,

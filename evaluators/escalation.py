@@ -15,7 +15,12 @@ from evaluators.types import Severity
 
 JudgeReason = Literal["always", "severity", "sample"]
 ReviewReason = Literal[
-    "judge_rating", "judge_low_confidence", "judge_recommended", "critical_finding", "audit_sample"
+    "judge_rating",
+    "judge_low_confidence",
+    "judge_recommended",
+    "classifier_high_risk",
+    "critical_finding",
+    "audit_sample",
 ]
 HIGH_RISK_LEVELS = frozenset({"high", "critical"})
 
@@ -24,6 +29,7 @@ SANITISE, RULES, CLASSIFIER, JUDGE, EXPERT = "sanitise", "rules", "classifier", 
 TIER_NAMES = (SANITISE, RULES, CLASSIFIER, JUDGE, EXPERT)
 # The expert tier is not an activity: the workflow waits for labels itself.
 EXPERT_TIER = TIER_NAMES.index(EXPERT)
+CLASSIFIER_TIER = TIER_NAMES.index(CLASSIFIER)
 
 
 class Outcome(Protocol):
@@ -42,6 +48,8 @@ def next_tier(outcomes: Sequence[Outcome]) -> int | None:
     last = outcomes[-1]
     if last.settled or last.tier >= len(TIER_NAMES) - 1:
         return None
+    if last.tier == CLASSIFIER_TIER and last.detail.get("decision") == "review":
+        return EXPERT_TIER  # high risk: straight to an expert, no judge
     return last.tier + 1
 
 
@@ -82,7 +90,8 @@ def review_reason(
 ) -> ReviewReason | None:
     """Why an expert should review a trace once the automated tiers are done,
     or None: the judge rated it one of ``judge_ratings``, was less confident
-    than ``confidence_below`` or asked for review; a tier found a critical
+    than ``confidence_below`` or asked for review; the classifier found it
+    too risky to ask the judge at all; a tier found a critical
     issue in a high-risk domain; or the trace is in the pack's audit sample
     (deterministic by ``key``, independent of the judge's sample)."""
     judge = next((o for o in outcomes if o.tier == 3 and o.status == "completed"), None)
@@ -94,6 +103,9 @@ def review_reason(
             return "judge_low_confidence"
         if judge.detail.get("review_recommended") is True:
             return "judge_recommended"
+    classifier = next((o for o in outcomes if o.tier == CLASSIFIER_TIER and o.status == "completed"), None)
+    if classifier is not None and classifier.detail.get("decision") == "review":
+        return "classifier_high_risk"
     if risk_level in HIGH_RISK_LEVELS and any(
         o.severity >= Severity.CRITICAL for o in outcomes if o.status == "completed"
     ):

@@ -539,6 +539,44 @@ class WorkflowState(BaseModel):
     labels: int = 0
 
 
+class TrainClassifierInput(BaseModel):
+    """One training run of the Tier 2 model for an organisation's domain."""
+
+    organization_id: uuid.UUID
+    domain: str
+    seed: int = 0
+    held_out_share: float = Field(default=0.25, gt=0, lt=1)
+
+
+class TrainedCandidate(BaseModel):
+    """What ``train_classifier`` stored: a candidate version, or why none."""
+
+    model_id: uuid.UUID | None = None
+    version: int | None = None
+    reason: str | None = None
+    training_size: int = 0
+
+
+class RegisterClassifierInput(BaseModel):
+    organization_id: uuid.UUID
+    model_id: uuid.UUID
+
+
+class TrainingResult(BaseModel):
+    """Outcome of a training run: ``promoted``, ``kept`` (trained, not
+    promoted) or ``skipped`` (not enough labels to train)."""
+
+    status: Literal["promoted", "kept", "skipped"]
+    reason: str
+    model_id: uuid.UUID | None = None
+    version: int | None = None
+    training_size: int = 0
+
+
+def training_workflow_id(organization_id: uuid.UUID, domain: str, run: uuid.UUID) -> str:
+    return f"train-classifier-{organization_id}-{domain}-{run}"
+
+
 def workflow_id_for(trace_id: uuid.UUID, version: int = 1) -> str:
     """``trace-<id>`` for the first evaluation, ``trace-<id>-v<n>`` for re-evaluations."""
     return f"trace-{trace_id}" if version == 1 else f"trace-{trace_id}-v{version}"

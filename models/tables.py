@@ -325,25 +325,6 @@ class AlertDelivery(Base):
     created_at: Mapped[dt.datetime] = _created_at()
 
 
-class ModelVersion(Base):
-    """A trained Tier 2 classifier (per domain, optionally per organisation)."""
-
-    __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("organization_id", "domain", "version"),)
-
-    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    organization_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
-    domain: Mapped[str] = mapped_column(String(64))
-    version: Mapped[int] = mapped_column(Integer)
-    algorithm: Mapped[str] = mapped_column(String(64))
-    artifact: Mapped[bytes | None]
-    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    active: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[dt.datetime] = _created_at()
-
-
 class UsageMetric(Base):
     """Hourly counters per organisation, domain and tier.
 
@@ -423,3 +404,48 @@ class JudgeRateBucket(Base):
     )
     tokens: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
+class ModelVersion(Base):
+    """A Tier 2 classifier trained for one organisation and domain.
+
+    ``status``: ``promoted`` (the one Tier 2 uses; at most one per
+    organisation and domain, which the database enforces), ``kept`` (trained,
+    not promoted: ``reason`` says why), ``retired`` (promoted once, replaced
+    or rolled back). ``metrics`` are its held-out figures; ``baseline_metrics``
+    those of the model promoted at training time (``compared_with``) on the
+    same held-out traces.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "domain", "version"),
+        Index(
+            "uq_model_versions_promoted",
+            "organization_id",
+            "domain",
+            unique=True,
+            postgresql_where=text("status = 'promoted'"),
+        ),
+        CheckConstraint("status IN ('candidate', 'promoted', 'kept', 'retired')", name="status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    domain: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    training_size: Mapped[int] = mapped_column(Integer)
+    expert_labels: Mapped[int] = mapped_column(Integer)
+    judge_verdicts: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]]
+    baseline_metrics: Mapped[dict[str, Any] | None]
+    compared_with: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL")
+    )
+    artefact: Mapped[bytes] = mapped_column(LargeBinary)
+    artefact_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created_at()
+    promoted_at: Mapped[dt.datetime | None]

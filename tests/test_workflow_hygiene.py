@@ -26,7 +26,7 @@ SECRET_OUTPUT = "Jane Roe's SSN is 219-09-9999 and her email is jane.roe@example
 def test_workflow_modules_import_no_database_or_llm_sdk() -> None:
     # A fresh interpreter, so nothing imported by other tests hides a leak.
     code = (
-        "import sys, workflows.evaluate_trace, workflows.dispatch_sweep;"
+        "import sys, workflows.evaluate_trace, workflows.dispatch_sweep, workflows.train_classifier;"
         "names = ('sqlalchemy', 'asyncpg', 'openai', 'anthropic', 'fastapi');"
         "heavy = [m for m in names if m in sys.modules];"
         "print(','.join(heavy))"

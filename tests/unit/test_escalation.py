@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from evaluators.escalation import judge_reason, sampled
+from evaluators.escalation import EXPERT_TIER, judge_reason, next_tier, review_reason, sampled
 from evaluators.types import Severity
 from evaluators.verdict import final_verdict
 from models.schemas import TierOutcome
@@ -43,3 +43,34 @@ def test_a_rating_tier_overrules_the_rules_either_way() -> None:
     # A judge that errored decides nothing: the rules' verdict stands.
     judge_error = TierOutcome(tier=3, name="judge", status="error")
     assert final_verdict([rules_high, judge_error], Severity.HIGH) == (False, Severity.HIGH, "rules")
+
+
+def test_the_classifier_settles_climbs_or_sends_straight_to_review() -> None:
+    rules = TierOutcome(tier=1, name="rules", status="completed", severity=Severity.HIGH)
+
+    def classifier(decision: str) -> TierOutcome:
+        settled = decision == "settle"
+        return TierOutcome(
+            tier=2,
+            name="classifier",
+            status="completed",
+            settled=settled,
+            passed=True if settled else None,
+            detail={"risk": 0.5, "decision": decision},
+        )
+
+    review = {
+        "risk_level": "high",
+        "judge_ratings": ["unsafe"],
+        "confidence_below": 0.6,
+        "audit_sample_rate": 0.0,
+    }
+    assert next_tier([rules, classifier("settle")]) is None
+    assert final_verdict([rules, classifier("settle")], Severity.HIGH) == (True, Severity.NONE, "classifier")
+    assert next_tier([rules, classifier("judge")]) == 3
+    assert next_tier([rules, classifier("review")]) == EXPERT_TIER  # no judge call
+    assert review_reason([rules, classifier("review")], key="t", **review) == "classifier_high_risk"
+    assert review_reason([rules, classifier("judge")], key="t", **review) is None
+    # Until a model exists, Tier 2 passes the question on unchanged.
+    untrained = TierOutcome(tier=2, name="classifier", status="not_configured", detail={"reason": "no model"})
+    assert next_tier([rules, untrained]) == 3

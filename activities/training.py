@@ -1,0 +1,155 @@
+"""Activities of the ``TrainClassifier`` workflow: train a candidate Tier 2
+model on an organisation's labels, then decide whether it is promoted.
+
+Training data never passes through Temporal (it is trace text): the first
+activity reads it, trains and stores the candidate with its held-out
+metrics; the second only reads figures from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from core.classifier_models import ModelStore, export_examples, lock_domain, next_version, set_promoted
+from core.packs import PackResolver
+from evaluators import classifier
+from evaluators.classifier import Example, Metrics, ModelArtefactError
+from models.schemas import RegisterClassifierInput, TrainClassifierInput, TrainedCandidate, TrainingResult
+from models.tables import ModelVersion
+
+# Fewer labels than this in either class of the training split: no model.
+MIN_PER_CLASS = 5
+
+
+def _metrics(figures: dict[str, object]) -> Metrics:
+    return Metrics(**figures)  # type: ignore[arg-type]
+
+
+class TrainingActivities:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], packs: PackResolver) -> None:
+        self._sessions = session_factory
+        self._packs = packs
+        self._models = ModelStore(session_factory)
+
+    @activity.defn(name="train_classifier")
+    async def train(self, task: TrainClassifierInput) -> TrainedCandidate:
+        """Export the labelled traces, train on all but the held-out split,
+        measure the candidate and the promoted model on that split, store
+        the candidate."""
+        resolved = await self._packs.latest(task.organization_id, task.domain)
+        if resolved is None:
+            return TrainedCandidate(reason=f"no domain pack named {task.domain!r}")
+        policy = resolved[1].escalation
+        async with self._sessions() as session:
+            examples = await export_examples(session, task.organization_id, task.domain)
+        train: list[Example] = []
+        held_out: list[Example] = []
+        for example in examples:
+            (held_out if classifier.is_held_out(example.id, task.held_out_share) else train).append(example)
+        unsafe = sum(example.unsafe for example in train)
+        if min(unsafe, len(train) - unsafe) < MIN_PER_CLASS:
+            return TrainedCandidate(
+                reason=f"not enough labels: training needs {MIN_PER_CLASS} safe and {MIN_PER_CLASS} unsafe "
+                f"traces outside the held-out split, found {len(train) - unsafe} and {unsafe}",
+                training_size=len(train),
+            )
+        # Training is CPU work: off the worker's event loop.
+        model = await asyncio.to_thread(classifier.train, train, seed=task.seed)
+        threshold = policy.classifier_settle_below
+        metrics = classifier.evaluate(model, held_out, threshold)
+        async with self._sessions() as session:
+            current_id = await session.scalar(
+                select(ModelVersion.id).where(
+                    ModelVersion.organization_id == task.organization_id,
+                    ModelVersion.domain == task.domain,
+                    ModelVersion.status == "promoted",
+                )
+            )
+        baseline = None
+        try:
+            current = await self._models.promoted(task.organization_id, task.domain)
+        except ModelArtefactError:
+            current = None  # an unreadable model is beaten by any readable one
+        if current is not None and current.id == current_id:
+            baseline = classifier.evaluate(current.model, held_out, threshold).as_dict()
+        artefact = model.to_bytes()
+        async with self._sessions() as session, session.begin():
+            await lock_domain(session, task.organization_id, task.domain)
+            row = ModelVersion(
+                organization_id=task.organization_id,
+                domain=task.domain,
+                version=await next_version(session, task.organization_id, task.domain),
+                status="candidate",
+                training_size=len(train),
+                expert_labels=sum(example.source == "expert" for example in train),
+                judge_verdicts=sum(example.source == "judge" for example in train),
+                seed=task.seed,
+                metrics=metrics.as_dict(),
+                baseline_metrics=baseline,
+                compared_with=current_id,
+                artefact=artefact,
+                artefact_sha256=hashlib.sha256(artefact).hexdigest(),
+            )
+            session.add(row)
+            await session.flush()
+            return TrainedCandidate(model_id=row.id, version=row.version, training_size=len(train))
+
+    @activity.defn(name="register_classifier")
+    async def register(self, task: RegisterClassifierInput) -> TrainingResult:
+        """Promote the candidate if it beats the promoted model on the same
+        held-out traces and keeps the pack's recall floor; else keep it,
+        with the reason. Runs under the domain's lock, so two runs never
+        both promote."""
+        async with self._sessions() as session, session.begin():
+            candidate = await session.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.id == task.model_id, ModelVersion.organization_id == task.organization_id
+                )
+            )
+            if candidate is None:
+                raise ValueError("candidate model version not found")
+            if candidate.status != "candidate":  # a retry after the decision was stored
+                return self._result(candidate)
+            await lock_domain(session, candidate.organization_id, candidate.domain)
+            resolved = await self._packs.latest(candidate.organization_id, candidate.domain)
+            floor = resolved[1].escalation.classifier_recall_floor if resolved else 1.0
+            current_id = await session.scalar(
+                select(ModelVersion.id).where(
+                    ModelVersion.organization_id == candidate.organization_id,
+                    ModelVersion.domain == candidate.domain,
+                    ModelVersion.status == "promoted",
+                )
+            )
+            if current_id != candidate.compared_with:
+                promote, reason = False, "another version was promoted while this one trained; train again"
+            else:
+                baseline = (
+                    None if candidate.baseline_metrics is None else _metrics(candidate.baseline_metrics)
+                )
+                promote, reason = classifier.promotion(_metrics(candidate.metrics), baseline, floor)
+                if promote and baseline is None and current_id is not None:
+                    reason = "the promoted model could not be read, so this one replaces it"
+            if promote:
+                await set_promoted(session, candidate, reason)
+            else:
+                candidate.status = "kept"
+                candidate.reason = reason
+            return self._result(candidate)
+
+    @staticmethod
+    def _result(candidate: ModelVersion) -> TrainingResult:
+        return TrainingResult(
+            status="promoted" if candidate.status in ("promoted", "retired") else "kept",
+            reason=candidate.reason or "",
+            model_id=candidate.id,
+            version=candidate.version,
+            training_size=candidate.training_size,
+        )
+
+    def all(self) -> list[object]:
+        return [self.train, self.register]

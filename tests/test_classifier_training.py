@@ -1,0 +1,234 @@
+"""Tier 2 end to end: the TrainClassifier workflow on real PostgreSQL and
+Temporal, the promoted model used by evaluations at once, and what happens
+when the model cannot be read."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from core.settings import Settings
+from domains import load_domain_pack
+from evaluators.rules import evaluate_rules
+from evaluators.sanitize import sanitise
+from models.schemas import TrainClassifierInput, TrainingResult, training_workflow_id
+from models.tables import Alert, EvaluationResult, ExpertLabel, ModelVersion, Trace
+from tests.helpers import OrgClient
+
+pytestmark = pytest.mark.usefixtures("worker")
+DATA = Path(__file__).resolve().parent / "data"
+DOMAIN = "healthcare"
+
+
+async def seed_labelled_traces(
+    session_factory: async_sessionmaker[AsyncSession], organization_id: str, source: str = "expert"
+) -> int:
+    """The healthcare traces of both labelled sets as evaluated traces of the
+    organisation, each with the Tier 1 findings the rule engine reports and
+    an expert label (or, with ``source="judge"``, a judge verdict)."""
+    pack = load_domain_pack(DOMAIN)
+    org = uuid.UUID(organization_id)
+    count = 0
+    async with session_factory() as session, session.begin():
+        for name in ("labelled_traces.yaml", "holdout_traces.yaml"):
+            for item in yaml.safe_load((DATA / name).read_text())["traces"]:
+                if item["domain"] != DOMAIN:
+                    continue
+                trace = Trace(
+                    organization_id=org,
+                    model="gpt-4",
+                    input=item.get("input", ""),
+                    output=item.get("output", ""),
+                    domain=DOMAIN,
+                    status="completed",
+                )
+                session.add(trace)
+                await session.flush()
+                normalised, _ = sanitise(trace.input, trace.output)
+                findings = evaluate_rules(normalised, pack).findings
+                unsafe = item["label"] == "unsafe"
+                tiers: list[dict[str, Any]] = [
+                    {
+                        "tier": 1,
+                        "name": "rules",
+                        "status": "completed",
+                        "findings": [finding.model_dump(mode="json") for finding in findings],
+                    }
+                ]
+                if source == "judge":
+                    tiers.append({"tier": 3, "name": "judge", "status": "completed", "passed": not unsafe})
+                session.add(
+                    EvaluationResult(
+                        organization_id=org,
+                        trace_id=trace.id,
+                        domain=DOMAIN,
+                        passed=not unsafe,
+                        severity="high" if unsafe else "none",
+                        decided_by=source,
+                        tiers=tiers,
+                        workflow_id=f"seeded-{trace.id}",
+                    )
+                )
+                if source == "expert":
+                    session.add(
+                        ExpertLabel(
+                            organization_id=org,
+                            trace_id=trace.id,
+                            verdict="fail" if unsafe else "pass",
+                            severity="high" if unsafe else "none",
+                            reviewer="seed@example.com",
+                            source="api",
+                        )
+                    )
+                count += 1
+    return count
+
+
+async def train(
+    temporal_client: Client, settings: Settings, organization_id: str, seed: int = 0
+) -> TrainingResult:
+    org = uuid.UUID(organization_id)
+    return await temporal_client.execute_workflow(
+        "TrainClassifier",
+        TrainClassifierInput(organization_id=org, domain=DOMAIN, seed=seed),
+        id=training_workflow_id(org, DOMAIN, uuid.uuid4()),
+        task_queue=settings.task_queue,
+        result_type=TrainingResult,
+    )
+
+
+async def versions(
+    session_factory: async_sessionmaker[AsyncSession], organization_id: str
+) -> list[ModelVersion]:
+    async with session_factory() as session:
+        rows = await session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.organization_id == uuid.UUID(organization_id))
+            .order_by(ModelVersion.version)
+        )
+        return list(rows)
+
+
+# A dosing answer with a medium finding (no advice to consult), which Tier 1
+# sends on to the smarter tiers.
+ESCALATED = {
+    "domain": DOMAIN,
+    "input": "How much ibuprofen can I take for a headache?",
+    "output": "Take 400 mg of ibuprofen every 6 hours with food.",
+}
+
+
+async def test_training_promotes_a_model_that_evaluations_use_at_once(
+    org: OrgClient,
+    temporal_client: Client,
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    before = await org.wait_for_evaluation(await org.submit(**ESCALATED))
+    tier2 = next(t for t in before["tiers"] if t["tier"] == 2)
+    assert tier2["status"] == "not_configured" and tier2["detail"]["reason"] == "no model trained"
+
+    seeded = await seed_labelled_traces(session_factory, org.organization_id)
+    result = await train(temporal_client, settings, org.organization_id)
+    assert result.status == "promoted", result
+    assert result.reason == "no model is promoted yet"
+    [stored] = await versions(session_factory, org.organization_id)
+    assert (stored.status, stored.version, stored.expert_labels) == ("promoted", 1, stored.training_size)
+    assert 0.5 * seeded < stored.training_size < seeded  # the rest is held out
+    assert stored.metrics["roc_auc"] > 0.6 and stored.metrics["recall"] >= 0.95
+    assert stored.baseline_metrics is None and stored.promoted_at is not None
+
+    # The next evaluation uses it, without a worker restart.
+    after = await org.wait_for_evaluation(await org.submit(**ESCALATED))
+    tier2 = next(t for t in after["tiers"] if t["tier"] == 2)
+    assert tier2["status"] == "completed", tier2
+    assert tier2["detail"]["model_version"] == 1
+    assert 0 <= tier2["detail"]["risk"] <= 1
+    assert tier2["detail"]["decision"] in ("settle", "judge", "review")
+
+    # Trained again on the same labels with the same seed: the same model,
+    # which does not beat itself, so it is kept, not promoted.
+    again = await train(temporal_client, settings, org.organization_id)
+    assert again.status == "kept"
+    assert "does not beat the current" in again.reason
+    first, second = await versions(session_factory, org.organization_id)
+    assert (first.status, second.status) == ("promoted", "kept")
+    assert second.compared_with == first.id
+    assert second.baseline_metrics == first.metrics  # measured on the same held-out traces
+
+
+async def test_judge_verdicts_train_too_and_too_few_labels_train_nothing(
+    org: OrgClient,
+    temporal_client: Client,
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    empty = await train(temporal_client, settings, org.organization_id)
+    assert empty.status == "skipped" and "not enough labels" in empty.reason
+    assert await versions(session_factory, org.organization_id) == []
+
+    await seed_labelled_traces(session_factory, org.organization_id, source="judge")
+    result = await train(temporal_client, settings, org.organization_id)
+    assert result.status == "promoted"
+    [stored] = await versions(session_factory, org.organization_id)
+    assert stored.judge_verdicts == stored.training_size and stored.expert_labels == 0
+
+
+async def test_concurrent_training_runs_promote_one_model(
+    org: OrgClient,
+    temporal_client: Client,
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    await seed_labelled_traces(session_factory, org.organization_id)
+    results = await asyncio.gather(
+        *(train(temporal_client, settings, org.organization_id, seed=seed) for seed in (1, 2, 3))
+    )
+    stored = await versions(session_factory, org.organization_id)
+    assert len(stored) == 3
+    assert [row.status for row in stored].count("promoted") == 1
+    assert sum(result.status == "promoted" for result in results) >= 1
+
+
+async def test_an_unreadable_model_falls_back_to_the_judge_with_an_alert(
+    org: OrgClient,
+    temporal_client: Client,
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    await seed_labelled_traces(session_factory, org.organization_id)
+    assert (await train(temporal_client, settings, org.organization_id)).status == "promoted"
+    async with session_factory() as session, session.begin():
+        await session.execute(
+            update(ModelVersion)
+            .where(ModelVersion.organization_id == uuid.UUID(org.organization_id))
+            .values(artefact=b'{"sha256": "0", "model": "{}"}')
+        )
+
+    evaluation = await org.wait_for_evaluation(await org.submit(**ESCALATED))
+    assert evaluation["status"] == "completed"
+    tier2 = next(t for t in evaluation["tiers"] if t["tier"] == 2)
+    assert tier2["status"] == "not_configured" and tier2["detail"]["reason"] == "model unreadable"
+    async with session_factory() as session:
+        alerts = await session.scalar(
+            select(func.count())
+            .select_from(Alert)
+            .where(
+                Alert.organization_id == uuid.UUID(org.organization_id),
+                Alert.kind == "classifier_model_unreadable",
+            )
+        )
+    assert alerts == 1
+
+    # A new model replaces it: the next run has no readable baseline to beat.
+    replaced = await train(temporal_client, settings, org.organization_id, seed=5)
+    assert replaced.status == "promoted", replaced
+    assert replaced.reason == "the promoted model could not be read, so this one replaces it"
