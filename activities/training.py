@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
@@ -19,8 +19,16 @@ from core.classifier_models import ModelStore, export_examples, lock_domain, nex
 from core.packs import PackResolver
 from evaluators import classifier
 from evaluators.classifier import Example, Metrics, ModelArtefactError
-from models.schemas import RegisterClassifierInput, TrainClassifierInput, TrainedCandidate, TrainingResult
-from models.tables import ModelVersion
+from models.schemas import (
+    RegisterClassifierInput,
+    TrainClassifierInput,
+    TrainedCandidate,
+    TrainingResult,
+    TrainingSweepInput,
+    TrainingTarget,
+    TrainingTargets,
+)
+from models.tables import EvaluationResult, ModelVersion
 
 # Fewer labels than this in either class of the training split: no model.
 MIN_PER_CLASS = 5
@@ -49,8 +57,12 @@ class TrainingActivities:
             examples = await export_examples(session, task.organization_id, task.domain)
         train: list[Example] = []
         held_out: list[Example] = []
-        for example in examples:
-            (held_out if classifier.is_held_out(example.id, task.held_out_share) else train).append(example)
+        # In text order, so that one seed gives one model whatever order the rows came in.
+        keyed = sorted(
+            ((classifier.content_key(example), example) for example in examples), key=lambda kv: kv[0]
+        )
+        for key, example in keyed:
+            (held_out if classifier.is_held_out(key, task.held_out_share) else train).append(example)
         unsafe = sum(example.unsafe for example in train)
         if min(unsafe, len(train) - unsafe) < MIN_PER_CLASS:
             return TrainedCandidate(
@@ -151,5 +163,41 @@ class TrainingActivities:
             training_size=candidate.training_size,
         )
 
+    @activity.defn(name="classifier_training_targets")
+    async def targets(self, task: TrainingSweepInput) -> TrainingTargets:
+        """Every organisation's domain with at least ``min_new_labels``
+        verdicts decided by the judge or an expert since its latest model
+        version was trained (or ever, without one)."""
+        latest = (
+            select(
+                ModelVersion.organization_id,
+                ModelVersion.domain,
+                func.max(ModelVersion.created_at).label("trained_at"),
+            )
+            .group_by(ModelVersion.organization_id, ModelVersion.domain)
+            .subquery()
+        )
+        query = (
+            select(EvaluationResult.organization_id, EvaluationResult.domain)
+            .outerjoin(
+                latest,
+                (latest.c.organization_id == EvaluationResult.organization_id)
+                & (latest.c.domain == EvaluationResult.domain),
+            )
+            .where(
+                EvaluationResult.current,
+                EvaluationResult.decided_by.in_(("judge", "expert")),
+                (latest.c.trained_at.is_(None)) | (EvaluationResult.updated_at > latest.c.trained_at),
+            )
+            .group_by(EvaluationResult.organization_id, EvaluationResult.domain)
+            .having(func.count() >= task.min_new_labels)
+            .order_by(EvaluationResult.organization_id, EvaluationResult.domain)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return TrainingTargets(
+            targets=[TrainingTarget(organization_id=org, domain=domain) for org, domain in rows]
+        )
+
     def all(self) -> list[object]:
-        return [self.train, self.register]
+        return [self.train, self.register, self.targets]

@@ -22,6 +22,7 @@ from api.routes import (
     health,
     judge,
     labels,
+    models,
     operations,
     organization_data,
     organizations,
@@ -92,5 +93,6 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(reviews.router, prefix="/api/v1")
     app.include_router(usage.router, prefix="/api/v1")
     app.include_router(alerts.router, prefix="/api/v1")
+    app.include_router(models.router, prefix="/api/v1")
     app.include_router(operations.router, prefix="/api/v1")
     return app

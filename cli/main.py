@@ -82,6 +82,43 @@ def worker() -> None:
 
 
 @app.command()
+def train(
+    organization: str = typer.Option(..., help="Organisation id."),
+    domain: str = typer.Option(..., help="Domain pack name."),
+    seed: int = typer.Option(0, help="Random seed of the training run."),
+    wait: bool = typer.Option(True, help="Wait for the outcome (or print the workflow id and return)."),
+) -> None:
+    """Train the Tier 2 model of one organisation's domain (the TrainClassifier workflow)."""
+    import uuid
+
+    from core.temporal import connect
+    from models.schemas import TrainClassifierInput, TrainingResult, training_workflow_id
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        organization_id = uuid.UUID(organization)
+    except ValueError:
+        raise typer.BadParameter("not an organisation id", param_hint="--organization") from None
+
+    async def run() -> str:
+        client = await connect(settings)
+        handle = await client.start_workflow(
+            "TrainClassifier",
+            TrainClassifierInput(organization_id=organization_id, domain=domain, seed=seed),
+            id=training_workflow_id(organization_id, domain, uuid.uuid4()),
+            task_queue=settings.task_queue,
+            result_type=TrainingResult,
+        )
+        if not wait:
+            return handle.id
+        result: TrainingResult = await handle.result()
+        return result.model_dump_json()
+
+    typer.echo(asyncio.run(run()))
+
+
+@app.command()
 def migrate(revision: str = typer.Argument("head", help="Alembic revision to upgrade to.")) -> None:
     """Apply database migrations (Alembic)."""
     from core.migrations import upgrade_database

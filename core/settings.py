@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     dispatch_sweep_seconds: int = Field(
         default=60, ge=1, description="How often traces stuck in pending_dispatch are re-dispatched."
     )
+    classifier_training_cron: str = Field(
+        default="0 3 * * *", description="When the schedule retrains Tier 2 models (cron, UTC)."
+    )
+    classifier_training_min_new_labels: int = Field(
+        default=20,
+        ge=1,
+        description="Judge or expert verdicts since an organisation's domain last trained, to train again.",
+    )
 
     worker_queues: Literal["all", "evaluations", "judge"] = Field(
         default="all",

@@ -34,10 +34,11 @@ from core.packs import PackResolver
 from core.settings import Settings
 from core.temporal import connect
 from domains import available_domains, load_domain_pack
-from models.schemas import DispatchSweepInput
+from models.schemas import DispatchSweepInput, TrainingSweepInput
 from workflows.dispatch_sweep import SCHEDULE_ID, DispatchPendingTraces
 from workflows.evaluate_trace import EvaluateTrace
-from workflows.train_classifier import TrainClassifier
+from workflows.train_classifier import SCHEDULE_ID as TRAINING_SCHEDULE_ID
+from workflows.train_classifier import TrainClassifier, TrainClassifiers
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def build_workers(
             Worker(
                 client,
                 task_queue=settings.task_queue,
-                workflows=[EvaluateTrace, DispatchPendingTraces, TrainClassifier],
+                workflows=[EvaluateTrace, DispatchPendingTraces, TrainClassifier, TrainClassifiers],
                 activities=activities,
                 max_concurrent_activities=settings.worker_max_concurrent_activities,
                 max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
@@ -109,6 +110,24 @@ async def ensure_dispatch_schedule(client: Client, settings: Settings) -> None:
         )
 
 
+async def ensure_training_schedule(client: Client, settings: Settings) -> None:
+    """Create the schedule that retrains Tier 2 models (once per namespace)."""
+    with contextlib.suppress(ScheduleAlreadyRunningError):
+        await client.create_schedule(
+            TRAINING_SCHEDULE_ID,
+            Schedule(
+                action=ScheduleActionStartWorkflow(
+                    "TrainClassifiers",
+                    TrainingSweepInput(min_new_labels=settings.classifier_training_min_new_labels),
+                    id=TRAINING_SCHEDULE_ID,
+                    task_queue=settings.task_queue,
+                ),
+                spec=ScheduleSpec(cron_expressions=[settings.classifier_training_cron]),
+                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            ),
+        )
+
+
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
     engine = create_engine(settings)
@@ -130,6 +149,7 @@ async def run_worker(settings: Settings) -> None:
         load_domain_pack(name)
     workers = build_workers(client, create_session_factory(engine), settings)
     await ensure_dispatch_schedule(client, settings)
+    await ensure_training_schedule(client, settings)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -53,8 +53,7 @@ class ModelArtefactError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One labelled trace. ``id`` (the trace id) decides, by hash, whether
-    the example is held out, so the same traces are held out in every run."""
+    """One labelled trace (``id``: the trace id)."""
 
     id: str
     input: str
@@ -102,9 +101,16 @@ def example_features(example: Example) -> dict[int, float]:
     return featurise(example.input, example.output, example.rule_ids, example.severities)
 
 
-def is_held_out(example_id: str, share: float) -> bool:
-    """Whether an example belongs to the held-out split (stable per id)."""
-    digest = hashlib.sha256(example_id.encode("utf-8")).digest()
+def content_key(example: Example) -> str:
+    """What the held-out split and the training order go by: the trace's
+    text, so that copies of one trace never sit on both sides of the split,
+    and a model does not depend on the order the database returns rows in."""
+    return hashlib.sha256(f"{example.input}\0{example.output}".encode()).hexdigest()
+
+
+def is_held_out(key: str, share: float) -> bool:
+    """Whether an example belongs to the held-out split (stable per key)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
@@ -172,7 +178,7 @@ def decide(risk: float, settle_below: float, review_above: float) -> Decision:
     ask the judge (the uncertain band), or send it straight to review."""
     if risk < settle_below:
         return "settle"
-    if risk > review_above:
+    if risk >= review_above:
         return "review"
     return "judge"
 

@@ -573,6 +573,21 @@ class TrainingResult(BaseModel):
     training_size: int = 0
 
 
+class TrainingSweepInput(BaseModel):
+    """The schedule's run: train every organisation's domain with this many new verdicts."""
+
+    min_new_labels: int = Field(default=20, ge=1)
+
+
+class TrainingTarget(BaseModel):
+    organization_id: uuid.UUID
+    domain: str
+
+
+class TrainingTargets(BaseModel):
+    targets: list[TrainingTarget]
+
+
 def training_workflow_id(organization_id: uuid.UUID, domain: str, run: uuid.UUID) -> str:
     return f"train-classifier-{organization_id}-{domain}-{run}"
 

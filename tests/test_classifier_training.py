@@ -5,6 +5,8 @@ when the model cannot be read."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,15 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from core.settings import Settings
+from core.worker import ensure_training_schedule
 from domains import load_domain_pack
 from evaluators.rules import evaluate_rules
 from evaluators.sanitize import sanitise
-from models.schemas import TrainClassifierInput, TrainingResult, training_workflow_id
+from models.schemas import TrainClassifierInput, TrainingResult, TrainingSweepInput, training_workflow_id
 from models.tables import Alert, EvaluationResult, ExpertLabel, ModelVersion, Trace
 from tests.helpers import OrgClient
+from workflows.train_classifier import SCHEDULE_ID as TRAINING_SCHEDULE_ID
 
 pytestmark = pytest.mark.usefixtures("worker")
-DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data"
 DOMAIN = "healthcare"
 
 
@@ -232,3 +237,125 @@ async def test_an_unreadable_model_falls_back_to_the_judge_with_an_alert(
     replaced = await train(temporal_client, settings, org.organization_id, seed=5)
     assert replaced.status == "promoted", replaced
     assert replaced.reason == "the promoted model could not be read, so this one replaces it"
+
+
+async def test_models_api_lists_trains_promotes_and_rolls_back(
+    org: OrgClient,
+    temporal_client: Client,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    assert (await org.get("/api/v1/models")).json() == []
+    unknown = await org.post("/api/v1/models/train", {"domain": "no-such-domain"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_domain"
+    invalid = await org.post("/api/v1/models/train", {"domain": "Bad Name!"})
+    assert invalid.status_code == 422
+
+    await seed_labelled_traces(session_factory, org.organization_id)
+    started = await org.post("/api/v1/models/train", {"domain": DOMAIN, "seed": 1})
+    assert started.status_code == 202, started.text
+    first = await temporal_client.get_workflow_handle(
+        started.json()["workflow_id"], result_type=TrainingResult
+    ).result()
+    assert first.status == "promoted"
+    second = await org.post("/api/v1/models/train", {"domain": DOMAIN, "seed": 1})
+    kept = await temporal_client.get_workflow_handle(
+        second.json()["workflow_id"], result_type=TrainingResult
+    ).result()
+    assert kept.status == "kept"
+
+    listed = (await org.get("/api/v1/models", params={"domain": DOMAIN})).json()
+    assert [(m["version"], m["status"]) for m in listed] == [(2, "kept"), (1, "promoted")]
+    assert "artefact" not in listed[0] and len(listed[0]["artefact_sha256"]) == 64
+    nothing = await org.post("/api/v1/models/rollback", {"domain": DOMAIN})
+    assert nothing.status_code == 409 and nothing.json()["error"]["code"] == "nothing_to_roll_back_to"
+
+    promoted = await org.post(f"/api/v1/models/{listed[0]['id']}/promote")
+    assert promoted.status_code == 200 and promoted.json()["status"] == "promoted"
+    assert promoted.json()["reason"] == "promoted by hand"
+    statuses = {m["version"]: m["status"] for m in (await org.get("/api/v1/models")).json()}
+    assert statuses == {2: "promoted", 1: "retired"}
+
+    rolled = await org.post("/api/v1/models/rollback", {"domain": DOMAIN})
+    assert rolled.status_code == 200, rolled.text
+    assert (rolled.json()["version"], rolled.json()["reason"]) == (1, "rolled back from version 2")
+    statuses = {m["version"]: m["status"] for m in (await org.get("/api/v1/models")).json()}
+    assert statuses == {2: "retired", 1: "promoted"}
+    assert (await org.post(f"/api/v1/models/{uuid.uuid4()}/promote")).status_code == 404
+
+
+async def test_the_schedule_trains_domains_with_new_verdicts_once(
+    org: OrgClient,
+    temporal_client: Client,
+    settings: Settings,
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    await ensure_training_schedule(temporal_client, settings)
+    await ensure_training_schedule(temporal_client, settings)  # idempotent
+    handle = temporal_client.get_schedule_handle(TRAINING_SCHEDULE_ID)
+    description = await handle.describe()
+    assert description.schedule.action.workflow == "TrainClassifiers"  # type: ignore[attr-defined]
+    # The server keeps "0 3 * * *" as a calendar: 03:00 every day.
+    [calendar] = description.schedule.spec.calendars
+    assert [(r.start, r.end) for r in calendar.hour] == [(3, 3)], calendar
+    assert [(r.start, r.end) for r in calendar.minute] == [(0, 0)], calendar
+    await handle.delete()
+
+    seeded = await seed_labelled_traces(session_factory, org.organization_id)
+
+    async def sweep() -> int:
+        return await temporal_client.execute_workflow(
+            "TrainClassifiers",
+            # Other tests' organisations have fewer new verdicts than this one.
+            TrainingSweepInput(min_new_labels=seeded),
+            id=f"test-training-sweep-{uuid.uuid4()}",
+            task_queue=settings.task_queue,
+            result_type=int,
+        )
+
+    assert await sweep() >= 1
+    [stored] = await versions(session_factory, org.organization_id)
+    assert stored.status == "promoted"
+    # No verdict since: nothing new to learn from, no second version.
+    await sweep()
+    assert len(await versions(session_factory, org.organization_id)) == 1
+
+
+async def test_aegis_train_command(
+    org: OrgClient, settings: Settings, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    await seed_labelled_traces(session_factory, org.organization_id)
+    environment = {
+        **os.environ,
+        "AEGIS_TEMPORAL_ADDRESS": settings.temporal_address or "",
+        "AEGIS_TEMPORAL_NAMESPACE": settings.temporal_namespace,
+        "AEGIS_TASK_QUEUE": settings.task_queue,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "train",
+        "--organization",
+        org.organization_id,
+        "--domain",
+        DOMAIN,
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *command, cwd=ROOT, env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    result = TrainingResult.model_validate_json(stdout.decode().strip().splitlines()[-1])
+    assert (result.status, result.version) == ("promoted", 1)
+
+    bad = await asyncio.create_subprocess_exec(
+        *command[:5],
+        "not-an-id",
+        "--domain",
+        DOMAIN,
+        cwd=ROOT,
+        env=environment,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, error = await bad.communicate()
+    assert bad.returncode == 2 and b"not an organisation id" in error

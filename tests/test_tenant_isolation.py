@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import re
 import time
 import uuid
@@ -35,6 +36,8 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.deps import AppResources
+from evaluators.classifier import RiskModel
+from models.tables import ModelVersion
 from tests.fake_llm import FakeLLM, Reply
 from tests.test_alerts import Receiver
 from tests.test_judge_e2e import verdict
@@ -288,6 +291,7 @@ class World:
     extra_key: str = ""
     extra_key_id: str = ""
     label_id: str = ""
+    model_id: str = ""  # a promoted Tier 2 model version
     packs: dict[str, str] = field(default_factory=dict)  # role -> name
     judge_models: dict[str, str] = field(default_factory=dict)  # scope -> model
     key_prefixes: list[str] = field(default_factory=list)
@@ -313,11 +317,38 @@ class World:
             self.alert_id,
             self.channel_id,
             self.label_id,
+            self.model_id,
             *self.key_ids,
             *self.key_prefixes,
             *self.judge_models.values(),
             *self.texts,
         }
+
+
+async def give_a_model(resources: AppResources, organization_id: str) -> str:
+    """A promoted Tier 2 model for A (stored directly: training one needs
+    dozens of labelled traces, which tests/test_classifier_training.py has)."""
+    model = RiskModel(weights={1: 0.5}, intercept=-1.0, platt_a=1.0, platt_b=0.0)
+    artefact = model.to_bytes()
+    async with resources.session_factory() as session, session.begin():
+        row = ModelVersion(
+            organization_id=uuid.UUID(organization_id),
+            domain="healthcare",
+            version=1,
+            status="promoted",
+            reason="no model is promoted yet",
+            training_size=40,
+            expert_labels=40,
+            judge_verdicts=0,
+            seed=0,
+            metrics={"roc_auc": 0.9},
+            artefact=artefact,
+            artefact_sha256=hashlib.sha256(artefact).hexdigest(),
+            promoted_at=dt.datetime.now(dt.UTC),
+        )
+        session.add(row)
+        await session.flush()
+        return str(row.id)
 
 
 async def build_world(a: Tenant, world: World, fake_llm: FakeLLM, receiver: Receiver) -> dict[str, Any]:
@@ -461,6 +492,7 @@ async def snapshot(a: Tenant, world: World) -> dict[str, Any]:
         "judge": {c["scope"]: (c["model"], c["has_api_key"]) for c in judge["configs"]},
         "limits": (judge["monthly_budget_usd"], judge["calls_per_minute"]),
         "channels": [c["id"] for c in await a.ok("GET", "/alert-channels")],
+        "models": [(m["id"], m["status"], m["promoted_at"]) for m in await a.ok("GET", "/models")],
         "keys": {k["id"]: k["revoked_at"] for k in await a.ok("GET", "/api-keys")},
         "alert": next(
             (x["acknowledged_at"], x["acknowledged_by"], sorted({d["channel_id"] for d in x["deliveries"]}))
@@ -477,6 +509,7 @@ async def check_a_sees_its_own(a: Tenant, world: World) -> None:
     assert (await a.ok("GET", "/reviews/stats"))["pending"] >= 1
     assert world.alert_id in ids(await a.get("/alerts"), "id")
     assert world.channel_id in ids(await a.get("/alert-channels"), "id")
+    assert ids(await a.get("/models", domain="healthcare"), "id") == {world.model_id}
     assert set(world.packs.values()) <= ids(await a.get("/domains"), "name")
     assert set(world.key_ids) == ids(await a.get("/api-keys"), "id") and len(world.key_ids) == 2
     usage = await a.ok("GET", "/usage")
@@ -510,6 +543,12 @@ async def check_lists_hold_nothing_of_a(
             response.status_code == 200 and items(response) == [], f"GET /traces {params}", response
         )
         findings.none_of(ids(response), a_traces, f"GET /traces {params}")
+
+    for params in ({}, {"domain": "healthcare"}):
+        response = await b.get("/models", **params)
+        findings.check(
+            response.status_code == 200 and items(response) == [], f"GET /models {params}", response
+        )
 
     evaluation_queries: list[dict[str, Any]] = [
         {},
@@ -658,6 +697,14 @@ async def check_writes_by_id(b: Tenant, world: World, findings: Findings) -> Non
         "POST /alerts/{A's}/acknowledge",
     )
     findings.not_found(await b.delete(f"/alert-channels/{world.channel_id}"), "DELETE /alert-channels/{A's}")
+    findings.not_found(await b.post(f"/models/{world.model_id}/promote"), "POST /models/{A's}/promote")
+    # B has no model in use for the domain A has one in: nothing to roll back.
+    findings.not_found(
+        await b.post("/models/rollback", {"domain": "healthcare"}), "POST /models/rollback (A's domain)"
+    )
+    # B may train its own model of the domain; with no labels of its own, the run stores nothing.
+    started = await b.post("/models/train", {"domain": "healthcare"})
+    findings.check(started.status_code == 202, "POST /models/train for B's own healthcare model", started)
     for key_id in world.key_ids:
         findings.not_found(await b.delete(f"/api-keys/{key_id}"), f"DELETE /api-keys/{{A's {key_id}}}")
     for scope in world.judge_models:
@@ -908,6 +955,7 @@ async def test_another_organisation_cannot_see_or_touch_anything(
     world = World(tag=tag, organization_id=a.organization_id)
     findings = Findings()
     try:
+        world.model_id = await give_a_model(resources, a.organization_id)
         before = await build_world(a, world, fake_llm, a_receiver)
         await check_a_sees_its_own(a, world)
         cursor = (await a.ok("GET", "/traces", limit=1))["next_cursor"]
