@@ -8,6 +8,7 @@ import logging
 import signal
 from datetime import timedelta
 
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import (
     Client,
@@ -90,42 +91,45 @@ def build_workers(
     return workers
 
 
-async def ensure_dispatch_schedule(client: Client, settings: Settings) -> None:
-    """Create the schedule that re-dispatches stranded traces (once per namespace)."""
+async def _ensure_schedule(
+    client: Client, schedule_id: str, workflow: str, argument: BaseModel, spec: ScheduleSpec, task_queue: str
+) -> None:
+    """Create a schedule that starts ``workflow`` (once per namespace: an
+    existing one is left as it is), skipping a run while the last one runs."""
     with contextlib.suppress(ScheduleAlreadyRunningError):
         await client.create_schedule(
-            SCHEDULE_ID,
+            schedule_id,
             Schedule(
-                action=ScheduleActionStartWorkflow(
-                    "DispatchPendingTraces",
-                    DispatchSweepInput(),
-                    id=SCHEDULE_ID,
-                    task_queue=settings.task_queue,
-                ),
-                spec=ScheduleSpec(
-                    intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.dispatch_sweep_seconds))]
-                ),
+                action=ScheduleActionStartWorkflow(workflow, argument, id=schedule_id, task_queue=task_queue),
+                spec=spec,
                 policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
             ),
         )
+
+
+async def ensure_dispatch_schedule(client: Client, settings: Settings) -> None:
+    """The schedule that re-dispatches stranded traces."""
+    every = timedelta(seconds=settings.dispatch_sweep_seconds)
+    await _ensure_schedule(
+        client,
+        SCHEDULE_ID,
+        "DispatchPendingTraces",
+        DispatchSweepInput(),
+        ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        settings.task_queue,
+    )
 
 
 async def ensure_training_schedule(client: Client, settings: Settings) -> None:
-    """Create the schedule that retrains Tier 2 models (once per namespace)."""
-    with contextlib.suppress(ScheduleAlreadyRunningError):
-        await client.create_schedule(
-            TRAINING_SCHEDULE_ID,
-            Schedule(
-                action=ScheduleActionStartWorkflow(
-                    "TrainClassifiers",
-                    TrainingSweepInput(min_new_labels=settings.classifier_training_min_new_labels),
-                    id=TRAINING_SCHEDULE_ID,
-                    task_queue=settings.task_queue,
-                ),
-                spec=ScheduleSpec(cron_expressions=[settings.classifier_training_cron]),
-                policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-            ),
-        )
+    """The schedule that retrains Tier 2 models."""
+    await _ensure_schedule(
+        client,
+        TRAINING_SCHEDULE_ID,
+        "TrainClassifiers",
+        TrainingSweepInput(min_new_labels=settings.classifier_training_min_new_labels),
+        ScheduleSpec(cron_expressions=[settings.classifier_training_cron]),
+        settings.task_queue,
+    )
 
 
 async def run_worker(settings: Settings) -> None:
