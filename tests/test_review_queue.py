@@ -11,12 +11,12 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.routes.reviews import CLAIM_TTL
 from models.schemas import workflow_id_for
-from models.tables import ReviewRequest
+from models.tables import EvaluationResult, ReviewRequest
 from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import OrgClient
 
@@ -241,6 +241,57 @@ async def test_agreement_is_reported_per_tier_that_rated_the_trace(org: OrgClien
     assert agreement["judge"] == {"compared": 2, "agreed": 1, "rate": 0.5}
     assert agreement["automated"] == {"compared": 2, "agreed": 1, "rate": 0.5}
     assert "expert" not in agreement and "rules" not in agreement
+
+
+async def rate(
+    session_factory: async_sessionmaker[AsyncSession], trace_id: str, risk: float | None, judge: bool | None
+) -> None:
+    """Give a trace's evaluation what Tier 2 and the judge would have said
+    (a completed entry each in its ``tiers``)."""
+    added: list[dict[str, Any]] = []
+    if risk is not None:
+        added.append({"tier": 2, "name": "classifier", "status": "completed", "detail": {"risk": risk}})
+    if judge is not None:
+        added.append({"tier": 3, "name": "judge", "status": "completed", "passed": judge})
+    async with session_factory() as session, session.begin():
+        result = await session.scalar(
+            select(EvaluationResult).where(EvaluationResult.trace_id == uuid.UUID(trace_id))
+        )
+        assert result is not None
+        result.tiers = [*result.tiers, *added]
+
+
+async def test_reviews_that_teach_the_classifier_most_come_first(
+    org: OrgClient, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    await publish_pack(org, "learning")
+    # Oldest first, so that age alone would give the opposite order.
+    unscored, unsure_alone, unsure, disputed = [await in_review(org, "learning") for _ in range(4)]
+    await rate(session_factory, unscored, None, None)
+    await rate(session_factory, unsure_alone, 0.2, None)
+    await rate(session_factory, unsure, 0.52, False)  # both say unsafe, Tier 2 barely
+    await rate(session_factory, disputed, 0.9, True)  # Tier 2 says unsafe, the judge passed it
+
+    items = await queue(org)
+    assert [item["trace_id"] for item in items] == [disputed, unsure, unsure_alone, unscored]
+    by_id = {item["trace_id"]: item for item in items}
+    assert (by_id[disputed]["classifier_risk"], by_id[disputed]["judge_passed"]) == (0.9, True)
+    assert [by_id[t]["disagreement"] for t in (disputed, unsure, unsure_alone, unscored)] == [
+        True,
+        False,
+        False,
+        False,
+    ]
+    assert (by_id[unscored]["classifier_risk"], by_id[unscored]["judge_passed"]) == (None, None)
+
+    # The expert fails both rated ones: Tier 2 (unsafe from 0.5) agrees twice;
+    # against the judge, over all four evaluations, it agrees once in two.
+    await label(org, disputed, "fail")
+    await label(org, unsure, "fail")
+    agreement = (await stats(org))["agreement"]
+    assert agreement["classifier"] == {"compared": 2, "agreed": 2, "rate": 1.0}
+    assert agreement["classifier_vs_judge"] == {"compared": 2, "agreed": 1, "rate": 0.5}
+    assert agreement["judge"] == {"compared": 2, "agreed": 1, "rate": 0.5}
 
 
 async def test_invalid_requests_name_the_field(org: OrgClient) -> None:

@@ -12,14 +12,27 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, and_, case, extract, func, or_, select, update
-from sqlalchemy.dialects.postgresql import JSONB, distinct_on
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    and_,
+    case,
+    cast,
+    extract,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH, distinct_on
 from sqlalchemy.engine import Row
 
 from api.deps import CurrentCaller, Session
 from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses
 from api.pagination import within
-from evaluators.escalation import EXPERT
+from evaluators.escalation import CLASSIFIER, EXPERT
 from evaluators.types import Severity
 from models.schemas import ShortText, workflow_id_for
 from models.tables import EvaluationResult, ExpertLabel, ReviewRequest, Trace, VerdictChange
@@ -62,6 +75,11 @@ class ReviewItem(BaseModel):
     claimed_at: dt.datetime | None
     workflow_id: str
     automated: AutomatedVerdict
+    classifier_risk: float | None = Field(description="Tier 2's risk of this version; null without a model.")
+    judge_passed: bool | None = Field(
+        description="The judge's verdict of this version; null when it gave none."
+    )
+    disagreement: bool = Field(description="Tier 2 and the judge disagree (risk 0.5 or more against a pass).")
 
 
 class ReviewQueue(BaseModel):
@@ -80,9 +98,23 @@ class ReviewStats(BaseModel):
     expired: int
     median_seconds_to_label: float | None
     agreement: dict[str, Agreement] = Field(
-        description="'automated' (the automated final verdict), always present, and one entry "
-        "per tier that rated a labelled trace (e.g. 'judge')."
+        description="Against the expert: 'automated' (the automated final verdict), always present, "
+        "'classifier' (Tier 2's risk, unsafe from 0.5) and one entry per other tier that rated a labelled "
+        "trace (e.g. 'judge'); and 'classifier_vs_judge' over every evaluation both rated."
     )
+
+
+def _from_tiers(tiers: Any, path: str, type_: Any) -> ColumnElement[Any]:
+    """One value out of an evaluation's ``tiers`` list (SQL/JSON path), or null."""
+    return cast(func.jsonb_path_query_first(tiers, cast(literal(path), JSONPATH)), type_)
+
+
+def classifier_risk(tiers: Any) -> ColumnElement[Any]:
+    return _from_tiers(tiers, '$[*] ? (@.tier == 2 && @.status == "completed").detail.risk', Float)
+
+
+def judge_passed(tiers: Any) -> ColumnElement[Any]:
+    return _from_tiers(tiers, '$[*] ? (@.tier == 3 && @.status == "completed").passed', Boolean)
 
 
 def _agreement(compared: int, agreed: int) -> Agreement:
@@ -110,6 +142,8 @@ def _item_columns() -> list[Any]:
         case((live, ReviewRequest.claimed_at)).label("claimed_at"),
         EvaluationResult.passed,
         EvaluationResult.decided_by,
+        classifier_risk(EvaluationResult.tiers).label("classifier_risk"),
+        judge_passed(EvaluationResult.tiers).label("judge_passed"),
     ]
 
 
@@ -134,6 +168,11 @@ def _item(row: Row[Any]) -> ReviewItem:
         claimed_at=row.claimed_at,
         workflow_id=workflow_id_for(row.trace_id, row.version),
         automated=AutomatedVerdict(passed=row.passed, decided_by=row.decided_by),
+        classifier_risk=row.classifier_risk,
+        judge_passed=row.judge_passed,
+        disagreement=row.classifier_risk is not None
+        and row.judge_passed is not None
+        and (row.classifier_risk >= 0.5) == row.judge_passed,
     )
 
 
@@ -146,7 +185,9 @@ async def list_reviews(
     limit: Annotated[int, Query(ge=1, le=MAX_QUEUE_SIZE)] = 50,
 ) -> ReviewQueue:
     """Pending reviews, highest priority first: severity of the automated
-    verdict (critical first), then the pack's risk level, then age (oldest
+    verdict (critical first); then where a label teaches Tier 2 the most:
+    traces on which it and the judge disagree, then those it is least sure
+    of (risk nearest 0.5); then the pack's risk level, then age (oldest
     first). A claim older than 30 minutes counts as released."""
     query = (
         select(*_item_columns())
@@ -159,8 +200,12 @@ async def list_reviews(
     if claimed is not None:
         live = _claim_is_live()
         query = query.where(live if claimed else ~live)
+    risk = classifier_risk(EvaluationResult.tiers)
+    disagree = and_(risk.is_not(None), (risk >= 0.5) == judge_passed(EvaluationResult.tiers))
     query = query.order_by(
         case(RANKS, value=ReviewRequest.severity, else_=0).desc(),
+        case((disagree, 1), else_=0).desc(),
+        func.abs(risk - 0.5).asc().nulls_last(),
         case(RANKS, value=ReviewRequest.risk_level, else_=0).desc(),
         ReviewRequest.created_at,
         ReviewRequest.id,
@@ -289,11 +334,15 @@ async def review_stats(
       ``automated`` compares it with the automated final verdict (``to_passed``
       of the version's first ``verdict_changes`` row, reason ``automated``).
       Each tier that rated the trace as a whole (a boolean ``passed`` in its
-      ``tiers`` entry: the classifier and the judge) is compared by name; the
-      expert tier is not. A pass label agrees with ``passed = true``, a fail
-      label with ``passed = false``. ``rate`` is ``agreed / compared``, null
-      when nothing was compared; ``automated`` is always present, a tier with
-      nothing to compare is left out.
+      ``tiers`` entry: the judge) is compared by name; the expert tier is
+      not. A pass label agrees with ``passed = true``, a fail label with
+      ``passed = false``. ``classifier`` compares Tier 2's risk (a pass below
+      0.5) wherever it scored the trace, settled or not; and
+      ``classifier_vs_judge`` compares that risk with the judge's verdict on
+      every evaluation of the window both rated, labelled or not (how far
+      Tier 2 has learned to stand in for the judge). ``rate`` is
+      ``agreed / compared``, null when nothing was compared; ``automated`` is
+      always present, an entry with nothing to compare is left out.
     """
     if since is not None and until is not None and until <= since:
         raise ApiError(
@@ -387,14 +436,54 @@ async def review_stats(
                     EvaluationResult.version == reviewed.c.version,
                 ),
             )
-            .where(func.jsonb_typeof(tier["passed"]) == "boolean", name != EXPERT)
+            .where(func.jsonb_typeof(tier["passed"]) == "boolean", name.not_in((EXPERT, CLASSIFIER)))
             .group_by(name)
             .order_by(func.min(tier["tier"].as_integer()))
         )
     ).all()
 
+    # Tier 2 has an opinion also where it did not settle: its risk, read as
+    # "unsafe" from 0.5 up. Against the expert, and against the judge on
+    # every evaluation in the window that both rated.
+    risk = classifier_risk(EvaluationResult.tiers)
+    said_pass = risk < 0.5
+    by_expert = (
+        await session.execute(
+            select(
+                func.count(risk).label("compared"),
+                func.count().filter(said_pass == reviewed.c.expert_passed).label("agreed"),
+            )
+            .select_from(reviewed)
+            .join(
+                EvaluationResult,
+                and_(
+                    EvaluationResult.trace_id == reviewed.c.trace_id,
+                    EvaluationResult.version == reviewed.c.version,
+                ),
+            )
+        )
+    ).one()
+    judged = judge_passed(EvaluationResult.tiers)
+    by_judge = (
+        await session.execute(
+            within(
+                select(
+                    func.count().filter(risk.is_not(None), judged.is_not(None)).label("compared"),
+                    func.count().filter(said_pass == judged).label("agreed"),
+                ).where(EvaluationResult.organization_id == caller.organization_id),
+                EvaluationResult.created_at,
+                since,
+                until,
+            )
+        )
+    ).one()
+
     agreement = {"automated": _agreement(automated.compared, automated.agreed)}
+    if by_expert.compared:
+        agreement[CLASSIFIER] = _agreement(by_expert.compared, by_expert.agreed)
     agreement.update({name: _agreement(compared, agreed) for name, compared, agreed in tiers})
+    if by_judge.compared:
+        agreement["classifier_vs_judge"] = _agreement(by_judge.compared, by_judge.agreed)
     return ReviewStats(
         pending=counts.pending,
         labelled=counts.labelled,
