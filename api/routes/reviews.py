@@ -417,6 +417,10 @@ async def review_stats(
         )
     ).one()
 
+    # The evaluation version each labelled review was about.
+    of_reviewed = and_(
+        EvaluationResult.trace_id == reviewed.c.trace_id, EvaluationResult.version == reviewed.c.version
+    )
     tier = func.jsonb_array_elements(EvaluationResult.tiers, type_=JSONB).column_valued(
         "tier", joins_implicitly=True
     )
@@ -429,13 +433,7 @@ async def review_stats(
                 func.count().filter(tier["passed"].as_boolean() == reviewed.c.expert_passed).label("agreed"),
             )
             .select_from(reviewed)
-            .join(
-                EvaluationResult,
-                and_(
-                    EvaluationResult.trace_id == reviewed.c.trace_id,
-                    EvaluationResult.version == reviewed.c.version,
-                ),
-            )
+            .join(EvaluationResult, of_reviewed)
             .where(func.jsonb_typeof(tier["passed"]) == "boolean", name.not_in((EXPERT, CLASSIFIER)))
             .group_by(name)
             .order_by(func.min(tier["tier"].as_integer()))
@@ -454,13 +452,7 @@ async def review_stats(
                 func.count().filter(said_pass == reviewed.c.expert_passed).label("agreed"),
             )
             .select_from(reviewed)
-            .join(
-                EvaluationResult,
-                and_(
-                    EvaluationResult.trace_id == reviewed.c.trace_id,
-                    EvaluationResult.version == reviewed.c.version,
-                ),
-            )
+            .join(EvaluationResult, of_reviewed)
         )
     ).one()
     judged = judge_passed(EvaluationResult.tiers)
