@@ -14,7 +14,7 @@ from core.classifier_models import ModelStore
 from core.packs import PackResolver
 from evaluators import classifier
 from evaluators.classifier import ModelArtefactError
-from evaluators.escalation import CLASSIFIER, RULES, SANITISE, judge_reason
+from evaluators.escalation import CLASSIFIER, RULES, SANITISE
 from evaluators.rules import DomainPack, evaluate_rules
 from evaluators.sanitize import sanitise, unknown_domain_finding
 from evaluators.types import NormalisedTrace, Severity, Tier0Result
@@ -105,14 +105,7 @@ class TierActivities:
         result = evaluate_rules(normalised, pack)
         policy = pack.escalation
         # The rules settle the trace unless the pack's policy wants a smarter tier.
-        escalate = judge_reason(
-            severity=result.max_severity,
-            judge_on=policy.judge_on_severity,
-            settle_on=policy.settle_on_severity,
-            sample_rate=policy.judge_sample_rate,
-            always=policy.judge_always,
-            key=str(task.trace_id),
-        )
+        escalate = policy.judge_reason(result.max_severity, key=str(task.trace_id))
         return TierOutcome(
             tier=1,
             name=RULES,

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from evaluators.escalation import JudgeReason, judge_reason
 from evaluators.rules.base import RULE_ID_PATTERN, RuleSeverity, pack_error
 from evaluators.rules.citation import CitationGroundingRule
 from evaluators.rules.numeric_bound import NumericBoundRule
@@ -79,6 +80,18 @@ class Escalation(_Section):
     # Human review costs money: a pack opts in to sampling.
     audit_sample_rate: float = Field(default=0.0, ge=0, le=1)
     review_deadline_hours: float = Field(default=72, gt=0, le=24 * 365)
+
+    def judge_reason(self, severity: Severity, key: str) -> JudgeReason | None:
+        """Why Tier 1's worst finding ``severity`` sends the trace on (``key``:
+        its id, for the sample), or None to settle it at Tier 1."""
+        return judge_reason(
+            severity=severity,
+            judge_on=self.judge_on_severity,
+            settle_on=self.settle_on_severity,
+            sample_rate=self.judge_sample_rate,
+            always=self.judge_always,
+            key=key,
+        )
 
     @model_validator(mode="after")
     def _ordered(self) -> Escalation:
