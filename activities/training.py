@@ -199,5 +199,10 @@ class TrainingActivities:
             targets=[TrainingTarget(organization_id=org, domain=domain) for org, domain in rows]
         )
 
-    def all(self) -> list[object]:
-        return [self.train, self.register, self.targets]
+    def training(self) -> list[object]:
+        """The training queue's activity (scikit-learn, CPU)."""
+        return [self.train]
+
+    def bookkeeping(self) -> list[object]:
+        """The evaluations queue's (database only)."""
+        return [self.register, self.targets]

@@ -105,7 +105,12 @@ def train(
         client = await connect(settings)
         handle = await client.start_workflow(
             "TrainClassifier",
-            TrainClassifierInput(organization_id=organization_id, domain=domain, seed=seed),
+            TrainClassifierInput(
+                organization_id=organization_id,
+                domain=domain,
+                seed=seed,
+                training_task_queue=settings.training_task_queue,
+            ),
             id=training_workflow_id(organization_id, domain, uuid.uuid4()),
             task_queue=settings.task_queue,
             result_type=TrainingResult,

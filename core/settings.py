@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from evaluators.judge.config import ModelPrice
-from models.schemas import DEFAULT_JUDGE_TASK_QUEUE
+from models.schemas import DEFAULT_JUDGE_TASK_QUEUE, DEFAULT_TRAINING_TASK_QUEUE
 
 
 class Settings(BaseSettings):
@@ -88,9 +88,13 @@ class Settings(BaseSettings):
         description="Judge or expert verdicts since an organisation's domain last trained, to train again.",
     )
 
-    worker_queues: Literal["all", "evaluations", "judge"] = Field(
+    worker_queues: Literal["all", "evaluations", "judge", "training"] = Field(
         default="all",
-        description="Which task queues `aegis worker` serves: both, or one of them to scale them apart.",
+        description="Which task queues `aegis worker` serves: all, or one of them to scale them apart.",
+    )
+    training_task_queue: str = Field(
+        default=DEFAULT_TRAINING_TASK_QUEUE,
+        description="Task queue of Tier 2 training (only the workers that serve it load scikit-learn).",
     )
 
     # --- Tier 3: the LLM judge ------------------------------------------------

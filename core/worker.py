@@ -48,7 +48,8 @@ def build_workers(
     client: Client, session_factory: async_sessionmaker[AsyncSession], settings: Settings
 ) -> list[Worker]:
     """The workers of this process: the evaluations queue (workflows and the
-    cheap tiers), the judge queue (Tier 3 only), or both.
+    cheap tiers), the judge queue (Tier 3 only), the training queue (Tier 2
+    models), or all three.
 
     The judge queue has its own concurrency and a server-side rate limit that
     holds across every worker polling it, so LLM capacity is scaled and
@@ -63,7 +64,7 @@ def build_workers(
             *PersistActivities(session_factory, packs).all(),
             *ReviewActivities(session_factory, packs).all(),
             *AlertActivities(session_factory, settings).all(),
-            *TrainingActivities(session_factory, packs).all(),
+            *TrainingActivities(session_factory, packs).bookkeeping(),
             DispatchActivities(session_factory, client, settings).dispatch_pending,
         ]
         workers.append(
@@ -85,6 +86,17 @@ def build_workers(
                 activities=JudgeActivities(session_factory, packs, settings).all(),
                 max_concurrent_activities=settings.judge_max_concurrent_calls,
                 max_task_queue_activities_per_second=settings.judge_max_calls_per_second,
+                graceful_shutdown_timeout=shutdown,
+            )
+        )
+    if settings.worker_queues in ("all", "training"):
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.training_task_queue,
+                activities=TrainingActivities(session_factory, packs).training(),
+                # One model at a time per process: training is CPU and memory.
+                max_concurrent_activities=1,
                 graceful_shutdown_timeout=shutdown,
             )
         )
@@ -126,7 +138,10 @@ async def ensure_training_schedule(client: Client, settings: Settings) -> None:
         client,
         TRAINING_SCHEDULE_ID,
         "TrainClassifiers",
-        TrainingSweepInput(min_new_labels=settings.classifier_training_min_new_labels),
+        TrainingSweepInput(
+            min_new_labels=settings.classifier_training_min_new_labels,
+            training_task_queue=settings.training_task_queue,
+        ),
         ScheduleSpec(cron_expressions=[settings.classifier_training_cron]),
         settings.task_queue,
     )

@@ -413,6 +413,9 @@ class EvaluationOut(BaseModel):
 
 
 DEFAULT_JUDGE_TASK_QUEUE = "aegis-judge"
+# Tier 2 training: its own queue, so that the workers that load scikit-learn
+# to train are not the ones that evaluate.
+DEFAULT_TRAINING_TASK_QUEUE = "aegis-training"
 
 
 class EvaluateTraceInput(BaseModel):
@@ -546,6 +549,7 @@ class TrainClassifierInput(BaseModel):
     domain: str
     seed: int = 0
     held_out_share: float = Field(default=0.25, gt=0, lt=1)
+    training_task_queue: str = DEFAULT_TRAINING_TASK_QUEUE
 
 
 class TrainedCandidate(BaseModel):
@@ -577,6 +581,7 @@ class TrainingSweepInput(BaseModel):
     """The schedule's run: train every organisation's domain with this many new verdicts."""
 
     min_new_labels: int = Field(default=20, ge=1)
+    training_task_queue: str = DEFAULT_TRAINING_TASK_QUEUE
 
 
 class TrainingTarget(BaseModel):

@@ -120,6 +120,7 @@ def settings(database_url: str, temporal_client: Client) -> Settings:
         # A queue of our own: a shared external Temporal may run other workers.
         task_queue=f"aegis-test-{uuid.uuid4().hex[:8]}",
         judge_task_queue=f"aegis-test-judge-{uuid.uuid4().hex[:8]}",
+        training_task_queue=f"aegis-test-training-{uuid.uuid4().hex[:8]}",
         secret_key=new_secret_key(),
         api_key_pepper="test-pepper-" + uuid.uuid4().hex,
         # The fake provider listens on 127.0.0.1.

@@ -24,6 +24,7 @@ def with_own_queues(settings: Settings, name: str, **updates: Any) -> Settings:
         update={
             "task_queue": f"aegis-{name}-{suffix}",
             "judge_task_queue": f"aegis-{name}-judge-{suffix}",
+            "training_task_queue": f"aegis-{name}-training-{suffix}",
             **updates,
         }
     )

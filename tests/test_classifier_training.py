@@ -18,13 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from core.settings import Settings
-from core.worker import ensure_training_schedule
+from core.worker import build_workers, ensure_training_schedule
 from domains import load_domain_pack
 from evaluators.rules import evaluate_rules
 from evaluators.sanitize import sanitise
 from models.schemas import TrainClassifierInput, TrainingResult, TrainingSweepInput, training_workflow_id
 from models.tables import Alert, EvaluationResult, ExpertLabel, ModelVersion, Trace
-from tests.helpers import OrgClient
+from tests.helpers import OrgClient, with_own_queues
 from workflows.train_classifier import SCHEDULE_ID as TRAINING_SCHEDULE_ID
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -103,7 +103,9 @@ async def train(
     org = uuid.UUID(organization_id)
     return await temporal_client.execute_workflow(
         "TrainClassifier",
-        TrainClassifierInput(organization_id=org, domain=DOMAIN, seed=seed),
+        TrainClassifierInput(
+            organization_id=org, domain=DOMAIN, seed=seed, training_task_queue=settings.training_task_queue
+        ),
         id=training_workflow_id(org, DOMAIN, uuid.uuid4()),
         task_queue=settings.task_queue,
         result_type=TrainingResult,
@@ -306,7 +308,7 @@ async def test_the_schedule_trains_domains_with_new_verdicts_once(
         return await temporal_client.execute_workflow(
             "TrainClassifiers",
             # Other tests' organisations have fewer new verdicts than this one.
-            TrainingSweepInput(min_new_labels=seeded),
+            TrainingSweepInput(min_new_labels=seeded, training_task_queue=settings.training_task_queue),
             id=f"test-training-sweep-{uuid.uuid4()}",
             task_queue=settings.task_queue,
             result_type=int,
@@ -329,6 +331,7 @@ async def test_aegis_train_command(
         "AEGIS_TEMPORAL_ADDRESS": settings.temporal_address or "",
         "AEGIS_TEMPORAL_NAMESPACE": settings.temporal_namespace,
         "AEGIS_TASK_QUEUE": settings.task_queue,
+        "AEGIS_TRAINING_TASK_QUEUE": settings.training_task_queue,
     }
     command = [
         sys.executable,
@@ -359,3 +362,20 @@ async def test_aegis_train_command(
     )
     _, error = await bad.communicate()
     assert bad.returncode == 2 and b"not an organisation id" in error
+
+
+async def test_training_has_a_queue_of_its_own(
+    temporal_client: Client, settings: Settings, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    def queues(which: str) -> tuple[Settings, list[str]]:
+        # Queues of their own: the session's workers already poll the shared ones.
+        configured = with_own_queues(settings, "queues", worker_queues=which)
+        built = build_workers(temporal_client, session_factory, configured)
+        return configured, [worker.task_queue for worker in built]
+
+    training, served = queues("training")
+    assert served == [training.training_task_queue]
+    evaluations, served = queues("evaluations")
+    assert served == [evaluations.task_queue]
+    every, served = queues("all")
+    assert served == [every.task_queue, every.judge_task_queue, every.training_task_queue]

@@ -316,7 +316,7 @@ def test_compose_dependencies_exist_and_come_up_in_order() -> None:
         return found
 
     everything = {"postgres", "temporal-postgres", "temporal-schema", "temporal", "temporal-setup", "migrate"}
-    for app in ("api", "worker", "judge-worker"):
+    for app in ("api", "worker", "judge-worker", "training-worker"):
         assert everything <= prerequisites(app), f"{app} may start before {everything - prerequisites(app)}"
     assert {"temporal-setup", "temporal"} <= prerequisites("temporal-ui")
     assert "temporal-schema" in prerequisites("temporal")
@@ -333,7 +333,7 @@ def test_every_long_running_compose_service_has_a_healthcheck() -> None:
 def test_compose_workers_split_the_queues_and_stop_after_their_graceful_shutdown() -> None:
     workers = aegis_workers(services())
     queues = {environment(s)["AEGIS_WORKER_QUEUES"] for s in workers.values()}
-    assert queues == {"evaluations", "judge"}
+    assert queues == {"evaluations", "judge", "training"}
     for name, service in workers.items():
         graceful = float(environment(service)["AEGIS_WORKER_GRACEFUL_SHUTDOWN_SECONDS"])
         assert duration_seconds(service["stop_grace_period"]) > graceful, name
@@ -495,7 +495,7 @@ def test_kubernetes_containers_have_resources_and_run_as_non_root() -> None:
 
 def test_every_deployment_has_an_autoscaler() -> None:
     deployments = {d["metadata"]["name"] for d in k8s_objects("Deployment")}
-    assert deployments == {"aegis-api", "aegis-worker", "aegis-judge-worker"}
+    assert deployments == {"aegis-api", "aegis-worker", "aegis-judge-worker", "aegis-training-worker"}
     targets = {}
     for hpa in k8s_objects("HorizontalPodAutoscaler"):
         ref = hpa["spec"]["scaleTargetRef"]
@@ -563,7 +563,7 @@ def test_kubernetes_workers_stop_after_their_graceful_shutdown() -> None:
             queues.add(setting_value(container, "AEGIS_WORKER_QUEUES"))
             graceful = float(setting_value(container, "AEGIS_WORKER_GRACEFUL_SHUTDOWN_SECONDS"))
             assert spec["terminationGracePeriodSeconds"] > graceful, deployment["metadata"]["name"]
-    assert queues == {"evaluations", "judge"}
+    assert queues == {"evaluations", "judge", "training"}
 
 
 def test_search_attribute_job_runs_the_compose_script() -> None:

@@ -32,6 +32,7 @@ class TrainClassifier:
             "train_classifier",
             task,
             result_type=TrainedCandidate,
+            task_queue=task.training_task_queue,
             start_to_close_timeout=timedelta(minutes=30),
             retry_policy=RetryPolicy(maximum_attempts=3),
         )
@@ -66,7 +67,11 @@ class TrainClassifiers:
             try:
                 await workflow.execute_child_workflow(
                     TrainClassifier.run,
-                    TrainClassifierInput(organization_id=target.organization_id, domain=target.domain),
+                    TrainClassifierInput(
+                        organization_id=target.organization_id,
+                        domain=target.domain,
+                        training_task_queue=task.training_task_queue,
+                    ),
                     id=training_workflow_id(target.organization_id, target.domain, workflow.uuid4()),
                 )
                 trained += 1

@@ -96,7 +96,12 @@ async def train_model(body: TrainIn, caller: CurrentCaller, resources: Resources
     try:
         await resources.temporal.start_workflow(
             "TrainClassifier",
-            TrainClassifierInput(organization_id=caller.organization_id, domain=body.domain, seed=body.seed),
+            TrainClassifierInput(
+                organization_id=caller.organization_id,
+                domain=body.domain,
+                seed=body.seed,
+                training_task_queue=resources.settings.training_task_queue,
+            ),
             id=workflow_id,
             task_queue=resources.settings.task_queue,
         )
