@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import defer
 from temporalio.service import RPCError
 
 from api.deps import CurrentCaller, Resources, Session
@@ -71,7 +72,12 @@ async def list_models(
     limit: int = Query(default=100, ge=1, le=500),
 ) -> list[ModelVersionOut]:
     """The organisation's Tier 2 model versions, newest first."""
-    query = select(ModelVersion).where(ModelVersion.organization_id == caller.organization_id)
+    # Artefacts (hundreds of kB each) stay in the database.
+    query = (
+        select(ModelVersion)
+        .options(defer(ModelVersion.artefact))
+        .where(ModelVersion.organization_id == caller.organization_id)
+    )
     if domain is not None:
         query = query.where(ModelVersion.domain == domain)
     rows = await session.scalars(
