@@ -162,9 +162,6 @@ class RiskModel:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelArtefactError("model artefact is damaged") from exc
 
-    def checksum(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
-
 
 def _sigmoid(value: float) -> float:
     if value >= 0:
