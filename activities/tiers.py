@@ -14,7 +14,7 @@ from core.classifier_models import ModelStore
 from core.packs import PackResolver
 from evaluators import classifier
 from evaluators.classifier import ModelArtefactError
-from evaluators.escalation import CLASSIFIER, RULES, SANITISE
+from evaluators.escalation import CLASSIFIER, RULES, RULES_TIER, SANITISE
 from evaluators.rules import DomainPack, evaluate_rules
 from evaluators.sanitize import sanitise, unknown_domain_finding
 from evaluators.types import NormalisedTrace, Severity, Tier0Result
@@ -148,7 +148,9 @@ class TierActivities:
         pack = await self._packs.get(task.organization_id, task.pack)
         started = time.perf_counter()
         normalised, _ = self._normalise(trace)
-        findings = [finding for outcome in task.previous if outcome.tier == 1 for finding in outcome.findings]
+        findings = [
+            finding for outcome in task.previous if outcome.tier == RULES_TIER for finding in outcome.findings
+        ]
         features = classifier.featurise(
             normalised.input,
             normalised.output,

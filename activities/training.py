@@ -18,7 +18,7 @@ from temporalio import activity
 from core.classifier_models import ModelStore, export_examples, lock_domain, next_version, set_promoted
 from core.packs import PackResolver
 from evaluators import classifier
-from evaluators.classifier import Example, Metrics, ModelArtefactError
+from evaluators.classifier import Metrics, ModelArtefactError, NotEnoughLabels
 from models.schemas import (
     RegisterClassifierInput,
     TrainClassifierInput,
@@ -29,9 +29,6 @@ from models.schemas import (
     TrainingTargets,
 )
 from models.tables import EvaluationResult, ModelVersion
-
-# Fewer labels than this in either class of the training split: no model.
-MIN_PER_CLASS = 5
 
 
 def _metrics(figures: dict[str, object]) -> Metrics:
@@ -55,26 +52,6 @@ class TrainingActivities:
         policy = resolved[1].escalation
         async with self._sessions() as session:
             examples = await export_examples(session, task.organization_id, task.domain)
-        train: list[Example] = []
-        held_out: list[Example] = []
-        # In text order, so that one seed gives one model whatever order the rows came in.
-        keyed = sorted(
-            ((classifier.content_key(example), example) for example in examples), key=lambda kv: kv[0]
-        )
-        for key, example in keyed:
-            (held_out if classifier.is_held_out(key, task.held_out_share) else train).append(example)
-        unsafe = sum(example.unsafe for example in train)
-        if min(unsafe, len(train) - unsafe) < MIN_PER_CLASS:
-            return TrainedCandidate(
-                reason=f"not enough labels: training needs {MIN_PER_CLASS} safe and {MIN_PER_CLASS} unsafe "
-                f"traces outside the held-out split, found {len(train) - unsafe} and {unsafe}",
-                training_size=len(train),
-            )
-        # Training is CPU work: off the worker's event loop.
-        model = await asyncio.to_thread(classifier.train, train, seed=task.seed)
-        threshold = policy.classifier_settle_below
-        metrics = classifier.evaluate(model, held_out, threshold)
-        async with self._sessions() as session:
             current_id = await session.scalar(
                 select(ModelVersion.id).where(
                     ModelVersion.organization_id == task.organization_id,
@@ -82,14 +59,24 @@ class TrainingActivities:
                     ModelVersion.status == "promoted",
                 )
             )
-        baseline = None
         try:
             current = await self._models.promoted(task.organization_id, task.domain)
         except ModelArtefactError:
             current = None  # an unreadable model is beaten by any readable one
-        if current is not None and current.id == current_id:
-            baseline = classifier.evaluate(current.model, held_out, threshold).as_dict()
-        artefact = model.to_bytes()
+        try:
+            # Training is CPU work: off the worker's event loop.
+            candidate = await asyncio.to_thread(
+                classifier.fit_candidate,
+                examples,
+                current=current.model if current is not None and current.id == current_id else None,
+                threshold=policy.classifier_settle_below,
+                seed=task.seed,
+                held_out_share=task.held_out_share,
+            )
+        except NotEnoughLabels as exc:
+            return TrainedCandidate(reason=str(exc), training_size=exc.training_size)
+        train = candidate.training
+        artefact = candidate.model.to_bytes()
         async with self._sessions() as session, session.begin():
             await lock_domain(session, task.organization_id, task.domain)
             row = ModelVersion(
@@ -101,8 +88,8 @@ class TrainingActivities:
                 expert_labels=sum(example.source == "expert" for example in train),
                 judge_verdicts=sum(example.source == "judge" for example in train),
                 seed=task.seed,
-                metrics=metrics.as_dict(),
-                baseline_metrics=baseline,
+                metrics=candidate.metrics.as_dict(),
+                baseline_metrics=None if candidate.baseline is None else candidate.baseline.as_dict(),
                 compared_with=current_id,
                 artefact=artefact,
                 artefact_sha256=hashlib.sha256(artefact).hexdigest(),

@@ -52,7 +52,6 @@ from evaluators.sanitize import sanitise
 
 DOMAIN = "healthcare"
 HELD_OUT_SHARE = 0.25
-MIN_PER_CLASS = 5
 
 DRUGS = {"acetaminophen": (500, 1000, 6000), "ibuprofen": (200, 400, 4800), "naproxen": (220, 440, 2200)}
 INTERACTING = [("warfarin", "ibuprofen"), ("warfarin", "naproxen"), ("sertraline", "tramadol")]
@@ -184,18 +183,21 @@ def train_and_register(
     labels: list[Example], current: tuple[RiskModel, Metrics] | None, pack: DomainPack, seed: int
 ) -> tuple[tuple[RiskModel, Metrics] | None, str]:
     """The ``TrainClassifier`` workflow's decision on the labels seen so far."""
-    keyed = sorted(((classifier.content_key(e), e) for e in labels), key=lambda kv: kv[0])
-    train = [e for key, e in keyed if not classifier.is_held_out(key, HELD_OUT_SHARE)]
-    held_out = [e for key, e in keyed if classifier.is_held_out(key, HELD_OUT_SHARE)]
-    unsafe = sum(e.unsafe for e in train)
-    if min(unsafe, len(train) - unsafe) < MIN_PER_CLASS:
+    try:
+        candidate = classifier.fit_candidate(
+            labels,
+            current=None if current is None else current[0],
+            threshold=pack.escalation.classifier_settle_below,
+            seed=seed,
+            held_out_share=HELD_OUT_SHARE,
+        )
+    except classifier.NotEnoughLabels:
         return current, "skipped: not enough labels"
-    model = classifier.train(train, seed=seed)
-    threshold = pack.escalation.classifier_settle_below
-    metrics = classifier.evaluate(model, held_out, threshold)
-    baseline = None if current is None else classifier.evaluate(current[0], held_out, threshold)
-    promote, reason = classifier.promotion(metrics, baseline, pack.escalation.classifier_recall_floor)
-    return ((model, metrics) if promote else current), ("promoted: " if promote else "kept: ") + reason
+    promote, reason = classifier.promotion(
+        candidate.metrics, candidate.baseline, pack.escalation.classifier_recall_floor
+    )
+    kept = (candidate.model, candidate.metrics) if promote else current
+    return kept, ("promoted: " if promote else "kept: ") + reason
 
 
 def main() -> None:

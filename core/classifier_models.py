@@ -17,10 +17,9 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from evaluators.classifier import Example, ModelArtefactError, RiskModel
+from evaluators.escalation import JUDGE_TIER, RULES_TIER
 from evaluators.sanitize import sanitise
 from models.tables import EvaluationResult, ExpertLabel, ModelVersion, Trace
-
-JUDGE_TIER, RULES_TIER = 3, 1
 
 
 def _tier(tiers: list[Any], number: int) -> dict[str, Any] | None:

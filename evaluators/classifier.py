@@ -281,6 +281,59 @@ def promotion(candidate: Metrics, current: Metrics | None, recall_floor: float) 
     return True, f"held-out ROC AUC {candidate.roc_auc:.3f} beats the current {current.roc_auc:.3f}"
 
 
+# Fewer labels than this in either class of the training split: no model.
+MIN_PER_CLASS = 5
+
+
+class NotEnoughLabels(ValueError):
+    def __init__(self, safe: int, unsafe: int) -> None:
+        super().__init__(
+            f"not enough labels: training needs {MIN_PER_CLASS} safe and {MIN_PER_CLASS} unsafe traces "
+            f"outside the held-out split, found {safe} and {unsafe}"
+        )
+        self.training_size = safe + unsafe
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A model trained on all but the held-out split, its held-out metrics,
+    and the model in use (``baseline``) measured on the same traces."""
+
+    model: RiskModel
+    metrics: Metrics
+    baseline: Metrics | None
+    training: tuple[Example, ...]
+
+
+def fit_candidate(
+    examples: Sequence[Example],
+    *,
+    current: RiskModel | None,
+    threshold: float,
+    seed: int,
+    held_out_share: float = 0.25,
+) -> Candidate:
+    """Split ``examples`` (by ``content_key``, in its order, so that one
+    seed gives one model whatever order they came in), train, and measure.
+
+    Raises ``NotEnoughLabels`` when the training split lacks either class.
+    """
+    training: list[Example] = []
+    held_out: list[Example] = []
+    for key, example in sorted(((content_key(e), e) for e in examples), key=lambda pair: pair[0]):
+        (held_out if is_held_out(key, held_out_share) else training).append(example)
+    unsafe = sum(example.unsafe for example in training)
+    if min(unsafe, len(training) - unsafe) < MIN_PER_CLASS:
+        raise NotEnoughLabels(len(training) - unsafe, unsafe)
+    model = train(training, seed=seed)
+    return Candidate(
+        model=model,
+        metrics=evaluate(model, held_out, threshold),
+        baseline=None if current is None else evaluate(current, held_out, threshold),
+        training=tuple(training),
+    )
+
+
 def train(examples: Sequence[Example], *, seed: int, c: float = 1.0) -> RiskModel:
     """Fit a model on ``examples`` (both classes must be present).
 

@@ -29,7 +29,9 @@ SANITISE, RULES, CLASSIFIER, JUDGE, EXPERT = "sanitise", "rules", "classifier", 
 TIER_NAMES = (SANITISE, RULES, CLASSIFIER, JUDGE, EXPERT)
 # The expert tier is not an activity: the workflow waits for labels itself.
 EXPERT_TIER = TIER_NAMES.index(EXPERT)
+RULES_TIER = TIER_NAMES.index(RULES)
 CLASSIFIER_TIER = TIER_NAMES.index(CLASSIFIER)
+JUDGE_TIER = TIER_NAMES.index(JUDGE)
 
 
 class Outcome(Protocol):
@@ -94,7 +96,7 @@ def review_reason(
     too risky to ask the judge at all; a tier found a critical
     issue in a high-risk domain; or the trace is in the pack's audit sample
     (deterministic by ``key``, independent of the judge's sample)."""
-    judge = next((o for o in outcomes if o.tier == 3 and o.status == "completed"), None)
+    judge = next((o for o in outcomes if o.tier == JUDGE_TIER and o.status == "completed"), None)
     if judge is not None:
         if judge.detail.get("rating") in judge_ratings:
             return "judge_rating"

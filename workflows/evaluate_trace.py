@@ -33,7 +33,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.errors import NON_RETRYABLE, TRACE_NOT_FOUND
     from core import search_attributes as sa
     from core.alerts import MAX_DELIVERY_ATTEMPTS
-    from evaluators.escalation import EXPERT, EXPERT_TIER, JUDGE, TIER_NAMES, next_tier, review_reason
+    from evaluators.escalation import (
+        EXPERT,
+        EXPERT_TIER,
+        JUDGE,
+        JUDGE_TIER,
+        TIER_NAMES,
+        next_tier,
+        review_reason,
+    )
     from models.schemas import (
         ApplyLabelInput,
         DeliverAlertsInput,
@@ -80,7 +88,6 @@ DURABLE_RETRY = RetryPolicy(
 STEP_TIMEOUT = timedelta(seconds=30)
 GIVE_UP_AFTER = timedelta(hours=24)
 
-JUDGE_TIER = 3
 # Two provider requests (a call and a repair) of at most 10 minutes each fit
 # in one attempt; a lost worker is noticed by the missing heartbeat instead.
 JUDGE_ATTEMPT_TIMEOUT = timedelta(minutes=25)

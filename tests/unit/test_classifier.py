@@ -111,6 +111,24 @@ def test_promotion_needs_the_recall_floor_and_both_classes() -> None:
     assert not classifier.promotion(figures(None, None), None, recall_floor=0.95)[0]
 
 
+def test_a_candidate_is_measured_with_the_model_in_use_on_the_same_held_out_traces() -> None:
+    examples = labelled("labelled_traces.yaml") + labelled("holdout_traces.yaml")
+    first = classifier.fit_candidate(examples, current=None, threshold=0.15, seed=7)
+    assert first.baseline is None
+    held_out = [e for e in examples if classifier.is_held_out(classifier.content_key(e), 0.25)]
+    assert first.metrics.examples == len(held_out) == len(examples) - len(first.training)
+    # The same examples in another order: the same model.
+    again = classifier.fit_candidate(examples[::-1], current=first.model, threshold=0.15, seed=7)
+    assert again.model == first.model
+    # The model in use, measured on the same held-out traces in the same order.
+    assert again.baseline == first.metrics
+    with pytest.raises(classifier.NotEnoughLabels, match="found 3 and 0") as refused:
+        classifier.fit_candidate(
+            [e for e in examples if not e.unsafe][:4], current=None, threshold=0.15, seed=7
+        )
+    assert refused.value.training_size == 3
+
+
 def test_training_needs_both_classes() -> None:
     safe_only = [example for example in labelled("labelled_traces.yaml") if not example.unsafe]
     with pytest.raises(ValueError, match="both safe and unsafe"):
