@@ -14,7 +14,7 @@ from core.classifier_models import ModelStore
 from core.packs import PackResolver
 from evaluators import classifier
 from evaluators.classifier import ModelArtefactError
-from evaluators.escalation import CLASSIFIER, RULES, RULES_TIER, SANITISE
+from evaluators.escalation import CLASSIFIER, CLASSIFIER_SCREEN, RULES, RULES_TIER, SANITISE
 from evaluators.rules import DomainPack, evaluate_rules
 from evaluators.sanitize import sanitise, unknown_domain_finding
 from evaluators.types import NormalisedTrace, Severity, Tier0Result
@@ -105,7 +105,14 @@ class TierActivities:
         result = evaluate_rules(normalised, pack)
         policy = pack.escalation
         # The rules settle the trace unless the pack's policy wants a smarter tier.
-        escalate = policy.judge_reason(result.max_severity, key=str(task.trace_id))
+        escalate: str | None = policy.judge_reason(result.max_severity, key=str(task.trace_id))
+        if (
+            escalate is None
+            and policy.classifier_screens_rule_passes
+            and result.max_severity.rank < pack.pass_threshold.rank
+            and await self._models.has_promoted(task.organization_id, task.domain)
+        ):
+            escalate = CLASSIFIER_SCREEN
         return TierOutcome(
             tier=1,
             name=RULES,
@@ -129,33 +136,45 @@ class TierActivities:
         """Tier 2: the organisation's promoted risk model for the domain.
 
         Without one (none trained yet, or its artefact unreadable) it reports
-        "not configured" and the trace goes on to the judge as before.
+        "not configured" and the trace goes on to the judge as before, or,
+        when Tier 1 sent a rules pass only to be screened, the rules' pass stands.
         """
         if task.pack is None:
             raise ValueError("Tier 2 needs the pack chosen by Tier 0")
+        rules = next((outcome for outcome in task.previous if outcome.tier == RULES_TIER), None)
+        if rules is None:
+            raise ValueError("Tier 2 needs Tier 1's outcome")
+        # A rules pass sent here only to be screened keeps the rules' verdict
+        # when the model has gone meanwhile; anything else goes on to the judge.
+        screening = rules.detail.get("escalate") == CLASSIFIER_SCREEN
         try:
             promoted = await self._models.promoted(task.organization_id, task.domain)
         except ModelArtefactError as exc:
             await self._alert_unreadable_model(task, str(exc))
             return TierOutcome(
-                tier=2, name=CLASSIFIER, status="not_configured", detail={"reason": "model unreadable"}
+                tier=2,
+                name=CLASSIFIER,
+                status="not_configured",
+                settled=screening,
+                detail={"reason": "model unreadable"},
             )
         if promoted is None:
             return TierOutcome(
-                tier=2, name=CLASSIFIER, status="not_configured", detail={"reason": "no model trained"}
+                tier=2,
+                name=CLASSIFIER,
+                status="not_configured",
+                settled=screening,
+                detail={"reason": "no model trained"},
             )
         trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=False)
         pack = await self._packs.get(task.organization_id, task.pack)
         started = time.perf_counter()
         normalised, _ = self._normalise(trace)
-        findings = [
-            finding for outcome in task.previous if outcome.tier == RULES_TIER for finding in outcome.findings
-        ]
         features = classifier.featurise(
             normalised.input,
             normalised.output,
-            [finding.rule_id for finding in findings],
-            [str(finding.severity) for finding in findings],
+            [finding.rule_id for finding in rules.findings],
+            [str(finding.severity) for finding in rules.findings],
         )
         risk = promoted.model.risk(features)
         policy = pack.escalation

@@ -6,7 +6,10 @@ Run from the repository root::
 
 Traces arrive one by one and climb the tiers with the same code the
 workers run: Tier 0 and the healthcare pack's rules, the pack's escalation
-policy, then Tier 2 with the promoted model and the pack's bands. The judge
+policy, then Tier 2 with the promoted model and the pack's bands (also for
+the rules' passes, as the pack's ``classifier_screens_rule_passes`` asks),
+without the API, Temporal or PostgreSQL: ``bench/classifier_replay_platform.py``
+runs the same replay through them. The judge
 returns the trace's true label but for a share of wrong verdicts
 (``--judge-error``, default 5 %), an expert always the true one; every
 verdict either gives is a label, in arrival order. Each time the
@@ -152,8 +155,10 @@ def route(pack: DomainPack, model: RiskModel | None, key: str, text: tuple[str, 
     policy = pack.escalation
     if policy.judge_reason(rules.max_severity, key) is None:
         passed = rules.max_severity.rank < pack.pass_threshold.rank
-        return Routed(1, passed, False, example)
-    if model is None:
+        screened = passed and policy.classifier_screens_rule_passes and model is not None
+        if not screened:
+            return Routed(1, passed, False, example)
+    elif model is None:
         return Routed(3, False, True, example)
     features = classifier.example_features(example)
     decision = classifier.decide(
@@ -200,15 +205,20 @@ def train_and_register(
     return kept, ("promoted: " if promote else "kept: ") + reason
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def replay_arguments(doc: str | None, *, evaluation: int) -> argparse.ArgumentParser:
+    """The options both replays take."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
     parser.add_argument("--checkpoints", default="0,100,250,500,1000", help="labels seen at which to train")
-    parser.add_argument("--evaluation", type=int, default=1000, help="traces in the evaluation stream")
+    parser.add_argument("--evaluation", type=int, default=evaluation, help="traces in the evaluation stream")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--judge-error", type=float, default=0.05, help="share of judge verdicts that are wrong"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = replay_arguments(__doc__, evaluation=1000).parse_args()
     checkpoints = sorted({int(n) for n in args.checkpoints.split(",")})
     started = time.perf_counter()
     pack = load_domain_pack(DOMAIN)

@@ -43,7 +43,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.ceiling import WORKFLOW_NAME, NoopEvaluationInput
-from bench.stack import Stack, create_organization, now, rss_mb
+from bench.stack import Stack, create_organization, now, rss_mb, use_fake_judge
 from bench.tiers01 import percentile
 from core.db import create_engine
 from core.settings import Settings
@@ -116,17 +116,7 @@ async def run_pipeline(stack: Stack, fake: FakeLLM, args: argparse.Namespace) ->
         for domain in sorted({t["domain"] for t in traces}):
             model = f"bench-judge-{domain}-{uuid.uuid4().hex[:6]}"
             fake.script(model, judge_reply(domain, args.judge_latency_ms / 1000))
-            response = await api.put(
-                f"/api/v1/judge/configs/{domain}",
-                json={
-                    "provider": "openai_compatible",
-                    "model": model,
-                    "base_url": f"{fake.url}/v1",
-                    "api_key": "sk-bench",
-                    "timeout_seconds": 30,
-                },
-            )
-            response.raise_for_status()
+            await use_fake_judge(api, domain, model, fake.url)
         started = now()
         trace_ids: list[str] = []
         for start in range(0, len(traces), 500):

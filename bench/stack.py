@@ -189,3 +189,18 @@ async def create_organization(api_url: str) -> str:
 
 def now() -> float:
     return time.perf_counter()
+
+
+async def use_fake_judge(api: httpx.AsyncClient, domain: str, model: str, fake_url: str) -> None:
+    """Configure the organisation's judge for ``domain`` as ``model`` on the fake provider."""
+    response = await api.put(
+        f"/api/v1/judge/configs/{domain}",
+        json={
+            "provider": "openai_compatible",
+            "model": model,
+            "base_url": f"{fake_url}/v1",
+            "api_key": "sk-bench",
+            "timeout_seconds": 30,
+        },
+    )
+    response.raise_for_status()

@@ -94,6 +94,18 @@ class ModelStore:
         self._sessions = session_factory
         self._models: dict[uuid.UUID, RiskModel] = {}
 
+    async def has_promoted(self, organization_id: uuid.UUID, domain: str) -> bool:
+        """Whether a model is promoted (its artefact is not read)."""
+        async with self._sessions() as session:
+            found = await session.scalar(
+                select(ModelVersion.id).where(
+                    ModelVersion.organization_id == organization_id,
+                    ModelVersion.domain == domain,
+                    ModelVersion.status == "promoted",
+                )
+            )
+            return found is not None
+
     async def promoted(self, organization_id: uuid.UUID, domain: str) -> PromotedModel | None:
         """The promoted model, or None when there is none.
 

@@ -34,6 +34,11 @@ CLASSIFIER_TIER = TIER_NAMES.index(CLASSIFIER)
 JUDGE_TIER = TIER_NAMES.index(JUDGE)
 
 
+# Why Tier 1 sends on a trace it would pass: the pack has the promoted Tier 2
+# model look at rules passes too (``classifier_screens_rule_passes``).
+CLASSIFIER_SCREEN = "classifier_screen"
+
+
 class Outcome(Protocol):
     tier: int
     status: str

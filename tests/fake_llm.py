@@ -172,6 +172,7 @@ class _Script:
 class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     scripts: dict[str, _Script] = field(default_factory=dict)
+    responders: dict[str, Callable[[dict[str, Any]], Reply]] = field(default_factory=dict)
     calls: dict[str, list[RecordedCall]] = field(default_factory=dict)
 
 
@@ -274,6 +275,12 @@ class FakeLLM:
         with self._state.lock:
             self._state.scripts[model] = _Script(list(replies))
 
+    def respond(self, model: str, responder: Callable[[dict[str, Any]], Reply]) -> None:
+        """Answer every request for ``model`` with ``responder(request body)``
+        (instead of a script): for benchmarks whose answer depends on the trace."""
+        with self._state.lock:
+            self._state.responders[model] = responder
+
     def calls(self, model: str) -> list[RecordedCall]:
         """Requests received for ``model`` so far, oldest first (including unscripted ones)."""
         with self._state.lock:
@@ -283,6 +290,7 @@ class FakeLLM:
         """Forget every script and recorded call."""
         with self._state.lock:
             self._state.scripts.clear()
+            self._state.responders.clear()
             self._state.calls.clear()
 
     def _record(self, model: str, call: RecordedCall) -> Reply | None:
@@ -291,7 +299,10 @@ class FakeLLM:
         with self._state.lock:
             self._state.calls.setdefault(model, []).append(call)
             script = self._state.scripts.get(model)
-            return script.next() if script is not None else None
+            responder = self._state.responders.get(model)
+            if script is not None:
+                return script.next()
+        return responder(call.body) if responder is not None else None
 
     # ------------------------------------------------------------------ ASGI app
 

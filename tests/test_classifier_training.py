@@ -133,6 +133,19 @@ ESCALATED = {
 }
 
 
+# Plain, safe advice: no rule finds anything, so without a model the rules
+# settle it. The healthcare pack has a promoted model screen such passes.
+RULES_PASS = {
+    "domain": DOMAIN,
+    "input": "What helps with a sore throat?",
+    "output": "Warm salt-water gargles and honey in warm water can soothe a sore throat.",
+}
+
+
+def tier(evaluation: dict[str, Any], number: int) -> dict[str, Any] | None:
+    return next((t for t in evaluation["tiers"] if t["tier"] == number), None)
+
+
 async def test_training_promotes_a_model_that_evaluations_use_at_once(
     org: OrgClient,
     temporal_client: Client,
@@ -142,6 +155,7 @@ async def test_training_promotes_a_model_that_evaluations_use_at_once(
     before = await org.wait_for_evaluation(await org.submit(**ESCALATED))
     tier2 = next(t for t in before["tiers"] if t["tier"] == 2)
     assert tier2["status"] == "not_configured" and tier2["detail"]["reason"] == "no model trained"
+    before_pass = await org.wait_for_evaluation(await org.submit(**RULES_PASS))
 
     seeded = await seed_labelled_traces(session_factory, org.organization_id)
     result = await train(temporal_client, settings, org.organization_id)
@@ -160,6 +174,18 @@ async def test_training_promotes_a_model_that_evaluations_use_at_once(
     assert tier2["detail"]["model_version"] == 1
     assert 0 <= tier2["detail"]["risk"] <= 1
     assert tier2["detail"]["decision"] in ("settle", "judge", "review")
+
+    # What the rules pass is screened by the model too, once there is one.
+    assert tier(before_pass, 1)["detail"]["escalate"] is None
+    assert (tier(before_pass, 2), before_pass["decided_by"]) == (None, "rules")
+    screened = await org.wait_for_evaluation(await org.submit(**RULES_PASS))
+    assert tier(screened, 1)["detail"]["escalate"] == "classifier_screen"
+    assert screened["issues"] == []
+    decision = tier(screened, 2)["detail"]["decision"]
+    if decision == "settle":
+        assert (screened["passed"], screened["decided_by"]) == (True, "classifier")
+    else:  # the judge (not configured for this organisation) or an expert decides
+        assert tier(screened, 3) is not None or screened["status"] == "awaiting_review"
 
     # Trained again on the same labels with the same seed: the same model,
     # which does not beat itself, so it is kept, not promoted.
@@ -234,6 +260,13 @@ async def test_an_unreadable_model_falls_back_to_the_judge_with_an_alert(
             )
         )
     assert alerts == 1
+
+    # A rules pass sent only to be screened keeps the rules' verdict: no judge call.
+    kept = await org.wait_for_evaluation(await org.submit(**RULES_PASS))
+    assert tier(kept, 1)["detail"]["escalate"] == "classifier_screen"
+    assert tier(kept, 2)["detail"]["reason"] == "model unreadable"
+    assert tier(kept, 3) is None
+    assert (kept["passed"], kept["decided_by"]) == (True, "rules")
 
     # A new model replaces it: the next run has no readable baseline to beat.
     replaced = await train(temporal_client, settings, org.organization_id, seed=5)

@@ -75,6 +75,11 @@ class Escalation(_Section):
     # A newly trained Tier 2 model is promoted only if, on held-out traces,
     # it leaves at least this share of the unsafe ones unsettled.
     classifier_recall_floor: float = Field(default=0.95, ge=0, le=1)
+    # With a promoted Tier 2 model, the traces the rules would pass go to it
+    # too: it settles most of them as a pass and sends the risky ones on, so
+    # an unsafe answer the rules miss can still be caught. Costs one model
+    # lookup per rules pass; off by default.
+    classifier_screens_rule_passes: bool = False
     review_judge_ratings: list[str] = Field(default_factory=lambda: ["unsafe"])
     review_confidence_below: float = Field(default=0.6, ge=0, le=1)
     # Human review costs money: a pack opts in to sampling.

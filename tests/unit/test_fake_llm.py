@@ -251,6 +251,22 @@ def test_reply_constructors_reject_nonsense() -> None:
     assert Reply.hang(0.5, then=Reply.text("late")).payload == "late"
 
 
+async def test_a_responder_answers_from_the_request(
+    fake: FakeLLM, oai: openai.AsyncOpenAI, model: str
+) -> None:
+    def echo_length(request: dict[str, object]) -> Reply:
+        return Reply.json({"characters": len(json.dumps(request["messages"]))})
+
+    fake.respond(model, echo_length)
+    short = await ask_openai(oai, model)
+    longer = await oai.chat.completions.create(
+        model=model, messages=[*MESSAGES, {"role": "user", "content": "More."}]
+    )
+    sizes = [json.loads(c.choices[0].message.content or "")["characters"] for c in (short, longer)]
+    assert sizes[0] == len(json.dumps(MESSAGES)) and sizes[1] > sizes[0]
+    assert len(fake.calls(model)) == 2
+
+
 def test_reset_forgets_scripts_and_calls() -> None:
     with FakeLLM() as server:
         server.script("m", Reply.text("x"))
