@@ -18,7 +18,10 @@ Run from the repository root::
    queues, as the pipeline's histories show.
 
 Prints one JSON object: traces/s and time to final status for both, their
-ratio, the activities per trace, and the peak RSS of the API and a worker.
+ratio, the activities per trace, the CPU each process spent per trace in
+each phase (``cpu_ms_per_trace``: the API, the workers, and the Temporal
+server and PostgreSQL when the stack started them), and the peak RSS of
+the API and a worker.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench.ceiling import WORKFLOW_NAME, NoopEvaluationInput
-from bench.stack import Stack, create_organization, now, rss_mb, use_fake_judge
+from bench.stack import CpuMeter, Stack, create_organization, now, rss_mb, use_fake_judge
 from bench.tiers01 import percentile
 from core.db import create_engine
 from core.settings import Settings
@@ -243,17 +246,20 @@ async def run_ceiling(
 
 
 async def shapes_and_ceiling(
-    stack: Stack, trace_ids: list[str], timeout: float
+    stack: Stack, trace_ids: list[str], timeout: float, cpu: CpuMeter
 ) -> tuple[list[list[str]], dict[str, Any]]:
     # The stack's processes run without a payload key: plain pydantic payloads.
     client = await Client.connect(stack.temporal_address or "", data_converter=pydantic_data_converter)
     shapes, events = await activity_shapes(client, trace_ids)
+    cpu.start()
     ceiling = await run_ceiling(client, shapes, len(trace_ids), timeout)
+    cpu.stop()
     # The same, with one search-attribute update after each activity (the
     # pipeline keeps its status, tier and severity visible that way).
     with_updates = await run_ceiling(client, shapes, len(trace_ids), timeout, upserts_per_step=1)
     return shapes, {
         **ceiling,
+        "cpu_ms_per_trace": cpu.per_item_ms(len(trace_ids)),
         "with_a_search_attribute_update_per_activity": with_updates,
         "pipeline_history_events_per_trace": events,
     }
@@ -274,10 +280,16 @@ def main() -> None:
         "judge_latency_ms": args.judge_latency_ms,
     }
     with FakeLLM() as fake, Stack(workers=args.workers, extra_env=env) as stack:
+        # Where the two cores go, per trace: throughput is what they allow.
+        cpu = CpuMeter(
+            {"api": stack.pid("api"), **{n: stack.pid(n) for n in stack.worker_names}, **stack.server_pids()}
+        )
         with PeakRss({"api": stack.pid("api"), "worker": stack.pid("worker-0")}) as memory:
+            cpu.start()
             pipeline = asyncio.run(run_pipeline(stack, fake, args))
+            cpu.stop()
         trace_ids = pipeline.pop("trace_ids")
-        output["pipeline"] = pipeline
+        output["pipeline"] = {**pipeline, "cpu_ms_per_trace": cpu.per_item_ms(len(trace_ids))}
         output["peak_rss_mb"] = memory.peak
 
         for name in stack.worker_names:
@@ -291,7 +303,14 @@ def main() -> None:
                     "AEGIS_JUDGE_TASK_QUEUE": CEILING_QUEUES["judge"],
                 },
             )
-        shapes, ceiling = asyncio.run(shapes_and_ceiling(stack, trace_ids, args.timeout))
+        ceiling_cpu = CpuMeter(
+            {
+                "api": stack.pid("api"),
+                **{f"ceiling-{n}": stack.pid(f"ceiling-{n}") for n in range(args.workers)},
+            }
+            | stack.server_pids()
+        )
+        shapes, ceiling = asyncio.run(shapes_and_ceiling(stack, trace_ids, args.timeout, ceiling_cpu))
         lengths = [len(shape) for shape in shapes]
         output["activities_per_trace"] = {
             "mean": round(statistics.fmean(lengths), 2),

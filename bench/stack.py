@@ -34,6 +34,7 @@ from core.migrations import upgrade_database
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-" + uuid.uuid4().hex
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -47,6 +48,38 @@ def rss_mb(pid: int) -> float:
         except FileNotFoundError:
             continue
     return round(total / 1024, 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process, its live children and the
+    children it has waited for (PostgreSQL's backends), from /proc."""
+    total = 0.0
+    for candidate in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{candidate}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of stat(5), counted from the state (3).
+        total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+    return total
+
+
+class CpuMeter:
+    """CPU seconds each named process spent between ``start()`` and ``stop()``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._started: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        self.spent = {name: cpu_seconds(pid) - self._started[name] for name, pid in self.pids.items()}
+
+    def per_item_ms(self, items: int) -> dict[str, float]:
+        return {name: round(1000 * seconds / items, 1) for name, seconds in self.spent.items()}
 
 
 def _children(pid: int) -> list[int]:
@@ -132,6 +165,13 @@ class Stack:
 
     def pid(self, name: str) -> int:
         return self._processes[name].pid
+
+    def server_pids(self) -> dict[str, int]:
+        """The Temporal server's and the embedded PostgreSQL's, where the stack started them."""
+        pids = {"temporal": self.pid("temporal")} if "temporal" in self._processes else {}
+        if self._postgres is not None:
+            pids["postgres"] = self._postgres.pid
+        return pids
 
     @property
     def worker_names(self) -> list[str]:

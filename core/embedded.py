@@ -39,6 +39,7 @@ class EmbeddedPostgres:
         info = self._server.get_postmaster_info()
         self.socket_dir = str(info.socket_dir)
         self.port = info.port
+        self.pid = info.pid
 
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}&port={self.port}"
