@@ -76,6 +76,9 @@ async def test_api_label_overrides_the_automated_verdict_with_an_audit_trail(
         return described.typed_search_attributes[sa.STATUS] == "awaiting_review"
 
     await wait_until(searchable)
+    attributes = (await handle.describe()).typed_search_attributes
+    # Filterable by tier and by the automated verdict's severity while it waits.
+    assert (attributes[sa.TIER], attributes[sa.SEVERITY]) == ("expert", waiting["severity"])
 
     response = await org.post(
         f"/api/v1/traces/{trace_id}/labels",

@@ -231,7 +231,21 @@ class EvaluateTrace:
                 FinalVerdict,
             )
             if review is not None:
-                self._set_status(TraceStatus.AWAITING_REVIEW)  # as stored: same moment, same word
+                # As stored: same moment, same word. One update for status,
+                # tier and severity (the automated verdict's, so that a
+                # filter on severity finds traces awaiting review too);
+                # earlier workflows replay their separate updates.
+                if workflow.patched("review-attributes-once"):
+                    self._status, self._current_tier = TraceStatus.AWAITING_REVIEW, EXPERT
+                    workflow.upsert_search_attributes(
+                        [
+                            sa.STATUS.value_set(TraceStatus.AWAITING_REVIEW.value),
+                            sa.TIER.value_set(EXPERT),
+                            sa.SEVERITY.value_set(self._verdict.severity.value),
+                        ]
+                    )
+                else:
+                    self._set_status(TraceStatus.AWAITING_REVIEW)
             await self._deliver_alerts(task)
             if review is not None:
                 await self._await_review(task, review)
@@ -284,10 +298,11 @@ class EvaluateTrace:
 
     async def _await_review(self, task: EvaluateTraceInput, review: ReviewRequestInfo) -> None:
         """Wait for an expert's label until the deadline, then apply it (or expire)."""
-        self._current_tier = EXPERT
         self._accepting_labels = True
-        self._set_status(TraceStatus.AWAITING_REVIEW)
-        workflow.upsert_search_attributes([sa.TIER.value_set(EXPERT)])
+        if self._current_tier != EXPERT:  # not yet written by run()
+            self._current_tier = EXPERT
+            self._set_status(TraceStatus.AWAITING_REVIEW)
+            workflow.upsert_search_attributes([sa.TIER.value_set(EXPERT)])
         workflow.set_current_details(
             f"Awaiting expert review ({review.reason}) "
             f"until {review.deadline.isoformat(timespec='minutes')}. "
