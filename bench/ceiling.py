@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from core.sandbox import workflow_runner
     from core.search_attributes import STATUS
 
 WORKFLOW_NAME = "NoopEvaluation"
@@ -68,6 +69,7 @@ async def run_worker() -> None:
             client,
             task_queue=settings.task_queue,
             workflows=[NoopEvaluation],
+            workflow_runner=workflow_runner(),
             activities=[noop],
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
@@ -89,4 +91,8 @@ async def run_worker() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(run_worker())
+    # The workflow must come from the importable module, not from __main__:
+    # the sandbox passes modules through by name.
+    from bench.ceiling import run_worker as run_importable_worker
+
+    asyncio.run(run_importable_worker())

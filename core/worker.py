@@ -32,6 +32,7 @@ from activities.training import TrainingActivities
 from core import metrics
 from core.db import create_engine, create_session_factory
 from core.packs import PackResolver
+from core.sandbox import workflow_runner
 from core.settings import Settings
 from core.temporal import connect
 from domains import available_domains, load_domain_pack
@@ -72,6 +73,7 @@ def build_workers(
                 client,
                 task_queue=settings.task_queue,
                 workflows=[EvaluateTrace, DispatchPendingTraces, TrainClassifier, TrainClassifiers],
+                workflow_runner=workflow_runner(),
                 activities=activities,
                 max_concurrent_activities=settings.worker_max_concurrent_activities,
                 max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,

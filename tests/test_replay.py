@@ -21,6 +21,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from core.sandbox import workflow_runner
 from models.schemas import DispatchSweepInput, workflow_id_for
 from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import OrgClient
@@ -57,7 +58,9 @@ def test_every_path_has_a_recorded_history() -> None:
 )
 async def test_recorded_history_replays(path: Path) -> None:
     replayer = Replayer(
-        workflows=[EvaluateTrace, DispatchPendingTraces], data_converter=pydantic_data_converter
+        workflows=[EvaluateTrace, DispatchPendingTraces],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),  # as the workers run them
     )
     await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
 

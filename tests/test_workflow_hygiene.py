@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import logging
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from core.sandbox import workflow_runner
 from models.schemas import workflow_id_for
 from tests.helpers import OrgClient
 from workflows.dispatch_sweep import DispatchPendingTraces
@@ -37,6 +39,16 @@ def test_workflow_modules_import_no_database_or_llm_sdk() -> None:
     assert result.stdout.strip() == ""
 
 
+def test_workflow_modules_never_rebind_module_globals() -> None:
+    # Workers pass every module through the sandbox (core/sandbox.py), so a
+    # workflow module's globals are shared by all runs in a process: a run
+    # that rebinds one would change what later runs, and their replays, see.
+    for path in sorted((ROOT / "workflows").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        rebinding = [node for node in ast.walk(tree) if isinstance(node, ast.Global | ast.Nonlocal)]
+        assert rebinding == [], f"{path.name} rebinds module state at line {rebinding[0].lineno}"
+
+
 async def test_recorded_histories_replay_deterministically(org: OrgClient, temporal_client: Client) -> None:
     trace_ids = [await org.submit(), await org.submit(domain="healthcare", output=SECRET_OUTPUT)]
     histories = []
@@ -45,7 +57,9 @@ async def test_recorded_histories_replay_deterministically(org: OrgClient, tempo
         handle = temporal_client.get_workflow_handle(workflow_id_for(uuid.UUID(trace_id)))
         histories.append(await handle.fetch_history())
     replayer = Replayer(
-        workflows=[EvaluateTrace, DispatchPendingTraces], data_converter=pydantic_data_converter
+        workflows=[EvaluateTrace, DispatchPendingTraces],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),
     )
     for history in histories:
         await replayer.replay_workflow(history)
