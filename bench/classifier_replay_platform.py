@@ -130,7 +130,6 @@ class Evaluated:
 
 class Replay:
     def __init__(self, stack: Stack, api: httpx.AsyncClient, temporal: Client, args: argparse.Namespace):
-        self.stack = stack
         self.api = api
         self.temporal = temporal
         self.args = args
