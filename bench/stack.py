@@ -82,6 +82,10 @@ class CpuMeter:
         return {name: round(1000 * seconds / items, 1) for name, seconds in self.spent.items()}
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -104,6 +108,9 @@ class Stack:
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def __enter__(self) -> Stack:
+        # A benchmark stopped with SIGTERM (kill, a CI timeout) unwinds like
+        # Ctrl-C, so that __exit__ stops the servers it started.
+        signal.signal(signal.SIGTERM, _interrupt)
         self._tmp = tempfile.TemporaryDirectory(prefix="aegis-bench-")
         home = Path(self._tmp.name)
         try:
