@@ -149,22 +149,17 @@ class TierActivities:
         screening = rules.detail.get("escalate") == CLASSIFIER_SCREEN
         try:
             promoted = await self._models.promoted(task.organization_id, task.domain)
+            missing = "no model trained"
         except ModelArtefactError as exc:
             await self._alert_unreadable_model(task, str(exc))
-            return TierOutcome(
-                tier=2,
-                name=CLASSIFIER,
-                status="not_configured",
-                settled=screening,
-                detail={"reason": "model unreadable"},
-            )
+            promoted, missing = None, "model unreadable"
         if promoted is None:
             return TierOutcome(
                 tier=2,
                 name=CLASSIFIER,
                 status="not_configured",
                 settled=screening,
-                detail={"reason": "no model trained"},
+                detail={"reason": missing},
             )
         trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=False)
         pack = await self._packs.get(task.organization_id, task.pack)

@@ -15,7 +15,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from core.classifier_models import ModelStore, export_examples, lock_domain, next_version, set_promoted
+from core.classifier_models import (
+    ModelStore,
+    export_examples,
+    lock_domain,
+    next_version,
+    promoted_id,
+    set_promoted,
+)
 from core.packs import PackResolver
 from evaluators import classifier
 from evaluators.classifier import Metrics, ModelArtefactError, NotEnoughLabels
@@ -52,13 +59,7 @@ class TrainingActivities:
         policy = resolved[1].escalation
         async with self._sessions() as session:
             examples = await export_examples(session, task.organization_id, task.domain)
-            current_id = await session.scalar(
-                select(ModelVersion.id).where(
-                    ModelVersion.organization_id == task.organization_id,
-                    ModelVersion.domain == task.domain,
-                    ModelVersion.status == "promoted",
-                )
-            )
+            current_id = await promoted_id(session, task.organization_id, task.domain)
         try:
             current = await self._models.promoted(task.organization_id, task.domain)
         except ModelArtefactError:
@@ -117,13 +118,7 @@ class TrainingActivities:
             await lock_domain(session, candidate.organization_id, candidate.domain)
             resolved = await self._packs.latest(candidate.organization_id, candidate.domain)
             floor = resolved[1].escalation.classifier_recall_floor if resolved else 1.0
-            current_id = await session.scalar(
-                select(ModelVersion.id).where(
-                    ModelVersion.organization_id == candidate.organization_id,
-                    ModelVersion.domain == candidate.domain,
-                    ModelVersion.status == "promoted",
-                )
-            )
+            current_id = await promoted_id(session, candidate.organization_id, candidate.domain)
             if current_id != candidate.compared_with:
                 promote, reason = False, "another version was promoted while this one trained; train again"
             else:

@@ -46,6 +46,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from domains import load_domain_pack
 from evaluators import classifier
@@ -205,6 +206,15 @@ def train_and_register(
     return kept, ("promoted: " if promote else "kept: ") + reason
 
 
+def judge_share_at_500_over_cold_start(checkpoints: list[dict[str, Any]]) -> float | None:
+    """The first checkpoint with 500 labels or more, as a share of the first's (cold start)."""
+    cold, *_ = checkpoints
+    at_500 = next((c for c in checkpoints if c["labels"] >= 500), None)
+    if at_500 is None or not cold["tier3_share"]:
+        return None
+    return round(at_500["tier3_share"] / cold["tier3_share"], 4)
+
+
 def replay_arguments(doc: str | None, *, evaluation: int) -> argparse.ArgumentParser:
     """The options both replays take."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
@@ -258,8 +268,6 @@ def main() -> None:
                 **figures,
             }
         )
-    cold, *_ = results
-    at_500 = next((r for r in results if r["labels"] >= 500), None)
     print(
         json.dumps(
             {
@@ -269,11 +277,7 @@ def main() -> None:
                 "recall_floor": pack.escalation.classifier_recall_floor,
                 "judge_error": args.judge_error,
                 "checkpoints": results,
-                "tier3_share_at_500_over_cold_start": (
-                    round(at_500["tier3_share"] / cold["tier3_share"], 4)
-                    if at_500 and cold["tier3_share"]
-                    else None
-                ),
+                "tier3_share_at_500_over_cold_start": judge_share_at_500_over_cold_start(results),
                 "seconds": round(time.perf_counter() - started, 1),
             }
         )

@@ -57,7 +57,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from bench.classifier_replay import DOMAIN, labelled_trace, replay_arguments
+from bench.classifier_replay import (
+    DOMAIN,
+    judge_share_at_500_over_cold_start,
+    labelled_trace,
+    replay_arguments,
+)
 from bench.stack import Stack, create_organization, use_fake_judge
 from core.classifier_models import export_examples
 from core.db import create_engine
@@ -294,8 +299,6 @@ async def replay(stack: Stack, fake: FakeLLM, args: argparse.Namespace) -> dict[
                 print(json.dumps(results[-1]), flush=True, file=sys.stderr)  # progress
         finally:
             await run.engine.dispose()
-    cold, *_ = results
-    at_500 = next((r for r in results if r["labels"] >= 500), None)
     return {
         "domain": DOMAIN,
         "evaluation_traces": args.evaluation,
@@ -304,9 +307,7 @@ async def replay(stack: Stack, fake: FakeLLM, args: argparse.Namespace) -> dict[
         "judge_error": args.judge_error,
         "judge_prompts_not_recognised": judge.unknown,
         "checkpoints": results,
-        "tier3_share_at_500_over_cold_start": (
-            round(at_500["tier3_share"] / cold["tier3_share"], 4) if at_500 and cold["tier3_share"] else None
-        ),
+        "tier3_share_at_500_over_cold_start": judge_share_at_500_over_cold_start(results),
     }
 
 

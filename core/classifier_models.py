@@ -97,14 +97,7 @@ class ModelStore:
     async def has_promoted(self, organization_id: uuid.UUID, domain: str) -> bool:
         """Whether a model is promoted (its artefact is not read)."""
         async with self._sessions() as session:
-            found = await session.scalar(
-                select(ModelVersion.id).where(
-                    ModelVersion.organization_id == organization_id,
-                    ModelVersion.domain == domain,
-                    ModelVersion.status == "promoted",
-                )
-            )
-            return found is not None
+            return await promoted_id(session, organization_id, domain) is not None
 
     async def promoted(self, organization_id: uuid.UUID, domain: str) -> PromotedModel | None:
         """The promoted model, or None when there is none.
@@ -134,6 +127,17 @@ class ModelStore:
                 model = RiskModel.from_bytes(artefact)
                 self._models[model_id] = model
             return PromotedModel(model_id, version, model)
+
+
+async def promoted_id(session: AsyncSession, organization_id: uuid.UUID, domain: str) -> uuid.UUID | None:
+    """The id of the domain's promoted model version, if one is."""
+    return await session.scalar(
+        select(ModelVersion.id).where(
+            ModelVersion.organization_id == organization_id,
+            ModelVersion.domain == domain,
+            ModelVersion.status == "promoted",
+        )
+    )
 
 
 async def next_version(session: AsyncSession, organization_id: uuid.UUID, domain: str) -> int:
