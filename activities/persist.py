@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from activities.traces import locked_trace
+from activities.errors import trace_not_found
 from core import metrics
 from core.judges import add_usage
 from core.packs import PackResolver
 from domains import load_domain_pack
 from evaluators.verdict import final_verdict
-from models.schemas import FinalVerdict, PersistInput, StatusUpdateInput, TraceStatus
+from models.schemas import PersistInput, StatusUpdateInput, StoredVerdict, TraceStatus
 from models.tables import Alert, EvaluationIssue, EvaluationResult, ReviewRequest, Trace, VerdictChange
+
+TRACES = Trace.__table__
+RESULTS = EvaluationResult.__table__
+ISSUES = EvaluationIssue.__table__
+ALERTS = Alert.__table__
 
 # The pack whose pass threshold and alert rules apply when the domain is unknown.
 FALLBACK_PACK = "generic"
@@ -28,7 +33,7 @@ class PersistActivities:
         self._packs = packs
 
     @activity.defn(name="persist_evaluation")
-    async def persist(self, task: PersistInput) -> FinalVerdict:
+    async def persist(self, task: PersistInput) -> StoredVerdict:
         """Upsert the result of this evaluation version, replace its issues,
         finish the trace — in one transaction.
 
@@ -43,20 +48,33 @@ class PersistActivities:
             else load_domain_pack(FALLBACK_PACK)
         )
         passed, severity, decided_by = final_verdict(task.outcomes, pack.pass_threshold)
-        verdict = FinalVerdict(passed=passed, severity=severity, decided_by=decided_by)
         now = dt.datetime.now(dt.UTC)
         tiers = [o.model_dump(mode="json", exclude={"findings"}) for o in task.outcomes]
 
         async with self._sessions() as session, session.begin():
-            trace = await locked_trace(session, task.trace_id, task.organization_id)
-            first_completion = (
-                await session.scalar(
-                    select(EvaluationResult.id).where(
-                        EvaluationResult.trace_id == task.trace_id, EvaluationResult.version == task.version
+            wanted, newest = await _lock_trace(session, task)
+            # The latest stored version is the trace's current result.
+            current = newest is None or task.version >= newest
+            if newest is None or task.version > newest:
+                first_completion = True
+            elif task.version == newest:
+                first_completion = False
+            else:  # an older version finishing after a newer one: rare
+                first_completion = (
+                    await session.scalar(
+                        select(RESULTS.c.id).where(
+                            RESULTS.c.trace_id == task.trace_id, RESULTS.c.version == task.version
+                        )
                     )
+                    is None
                 )
-                is None
-            )
+            if current and newest is not None and newest != task.version:
+                # Unmarked first: the partial unique index allows one current row.
+                await session.execute(
+                    update(RESULTS)
+                    .where(RESULTS.c.trace_id == task.trace_id, RESULTS.c.current)
+                    .values(current=False)
+                )
 
             values = dict(
                 organization_id=task.organization_id,
@@ -71,12 +89,12 @@ class PersistActivities:
                 run_id=task.run_id,
                 pack_name=task.pack.name if task.pack else None,
                 pack_version=task.pack.version if task.pack else None,
+                current=current,
             )
-            # Stored as not current, then marked by _mark_current: the unique index allows one.
-            upsert = insert(EvaluationResult).values(**values, current=False)
+            upsert = insert(RESULTS).values(**values)
             await session.execute(
                 upsert.on_conflict_do_update(
-                    index_elements=[EvaluationResult.trace_id, EvaluationResult.version],
+                    index_elements=[RESULTS.c.trace_id, RESULTS.c.version],
                     set_={
                         k: upsert.excluded[k]
                         for k in values
@@ -85,12 +103,11 @@ class PersistActivities:
                     | {"updated_at": now},
                 )
             )
-            await _mark_current(session, task)
-            await session.execute(
-                delete(EvaluationIssue).where(
-                    EvaluationIssue.trace_id == task.trace_id, EvaluationIssue.version == task.version
+            if not first_completion:
+                # A retry, or a version stored before: its issues are replaced.
+                await session.execute(
+                    delete(ISSUES).where(ISSUES.c.trace_id == task.trace_id, ISSUES.c.version == task.version)
                 )
-            )
             issues = [
                 dict(
                     organization_id=task.organization_id,
@@ -108,18 +125,18 @@ class PersistActivities:
                 for ordinal, f in enumerate(outcome.findings)
             ]
             if issues:
-                await session.execute(insert(EvaluationIssue).values(issues))
-            if task.version >= trace.evaluation_version:
+                await session.execute(insert(ISSUES).values(issues))
+            if task.version >= wanted:
                 # An older version finishing late does not end a newer one.
                 status = TraceStatus.AWAITING_REVIEW if task.review else TraceStatus.COMPLETED
                 await session.execute(
-                    update(Trace)
-                    .where(Trace.id == task.trace_id)
+                    update(TRACES)
+                    .where(TRACES.c.id == task.trace_id)
                     .values(status=status.value, evaluated_at=now)
                 )
             if task.review is not None:
                 await session.execute(
-                    insert(ReviewRequest)
+                    insert(ReviewRequest.__table__)
                     .values(
                         organization_id=task.organization_id,
                         trace_id=task.trace_id,
@@ -131,11 +148,11 @@ class PersistActivities:
                         status="pending",
                         deadline=task.review.deadline,
                     )
-                    .on_conflict_do_nothing(index_elements=[ReviewRequest.trace_id, ReviewRequest.version])
+                    .on_conflict_do_nothing(index_elements=["trace_id", "version"])
                 )
             if first_completion:
-                session.add(
-                    VerdictChange(
+                await session.execute(
+                    insert(VerdictChange.__table__).values(
                         organization_id=task.organization_id,
                         trace_id=task.trace_id,
                         version=task.version,
@@ -148,8 +165,8 @@ class PersistActivities:
                 )
                 await add_usage(session, task.organization_id, task.domain, decided_by, evaluations=1)
                 if severity in pack.alerts.severities:
-                    session.add(
-                        Alert(
+                    await session.execute(
+                        insert(ALERTS).values(
                             organization_id=task.organization_id,
                             trace_id=task.trace_id,
                             severity=severity.value,
@@ -158,13 +175,24 @@ class PersistActivities:
                             details={"rule_ids": sorted({i["rule_id"] for i in issues})},
                         )
                     )
+            alerts_pending = await session.scalar(
+                select(
+                    exists().where(
+                        ALERTS.c.trace_id == task.trace_id,
+                        ALERTS.c.organization_id == task.organization_id,
+                        ALERTS.c.delivery_status == "pending",
+                    )
+                )
+            )
         if first_completion:
             # Counted after the commit, by the attempt that stored the result
             # first: a retry finds it stored and counts nothing. A worker lost
             # between the commit and here loses the count (the metric may
             # undercount, never overcount; usage_metrics is the exact record).
             metrics.evaluation_stored(passed=passed, decided_by=decided_by, domain=task.domain)
-        return verdict
+        return StoredVerdict(
+            passed=passed, severity=severity, decided_by=decided_by, alerts_pending=bool(alerts_pending)
+        )
 
     @activity.defn(name="mark_trace_failed")
     async def mark_failed(self, task: StatusUpdateInput) -> None:
@@ -184,22 +212,18 @@ class PersistActivities:
         return [self.persist, self.mark_failed]
 
 
-async def _mark_current(session: AsyncSession, task: PersistInput) -> None:
-    """Make the highest stored version the trace's current result.
-
-    Two statements, because the partial unique index on ``current`` is
-    checked row by row: nothing may be marked twice, even briefly.
-    """
-    latest = await session.scalar(
-        select(func.max(EvaluationResult.version)).where(EvaluationResult.trace_id == task.trace_id)
-    )
-    await session.execute(
-        update(EvaluationResult)
-        .where(EvaluationResult.trace_id == task.trace_id, EvaluationResult.version != latest)
-        .values(current=False)
-    )
-    await session.execute(
-        update(EvaluationResult)
-        .where(EvaluationResult.trace_id == task.trace_id, EvaluationResult.version == latest)
-        .values(current=True)
-    )
+async def _lock_trace(session: AsyncSession, task: PersistInput) -> tuple[int, int | None]:
+    """Lock the organisation's trace for this transaction (activities that
+    write a trace's outcome take turns) and return the evaluation version it
+    wants and the newest version stored for it. Raises ``trace_not_found``."""
+    newest = select(func.max(RESULTS.c.version)).where(RESULTS.c.trace_id == TRACES.c.id).scalar_subquery()
+    row = (
+        await session.execute(
+            select(TRACES.c.evaluation_version, newest)
+            .where(TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id)
+            .with_for_update(of=TRACES)
+        )
+    ).first()
+    if row is None:
+        raise trace_not_found()
+    return row[0], row[1]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.errors import trace_not_found
 from core.classifier_models import ModelStore
-from core.packs import PackResolver
+from core.packs import PackResolver, published_version
 from evaluators import classifier
 from evaluators.classifier import ModelArtefactError
 from evaluators.escalation import CLASSIFIER, CLASSIFIER_SCREEN, RULES, RULES_TIER, SANITISE
@@ -20,6 +21,24 @@ from evaluators.sanitize import sanitise, unknown_domain_finding
 from evaluators.types import NormalisedTrace, Severity, Tier0Result
 from models.schemas import ReviewPolicy, TierInput, TierOutcome, TraceStatus
 from models.tables import Alert, Trace
+
+TRACES = Trace.__table__
+# What the tiers read of a trace: its text, nothing else.
+TRACE_TEXT = (
+    TRACES.c.input,
+    TRACES.c.output,
+    TRACES.c["metadata"],
+    TRACES.c.rag_contexts,
+    TRACES.c.rl_episode,
+)
+
+
+class TraceText(NamedTuple):
+    input: str
+    output: str
+    metadata: dict[str, Any]
+    rag_contexts: list[Any] | None
+    rl_episode: dict[str, Any] | None
 
 
 def _review_policy(pack: DomainPack) -> ReviewPolicy:
@@ -44,26 +63,40 @@ class TierActivities:
         self._models = ModelStore(session_factory)
         self._alerted_models: set[tuple[uuid.UUID, str]] = set()
 
-    async def _load(self, trace_id: uuid.UUID, organization_id: uuid.UUID, *, mark_evaluating: bool) -> Trace:
+    async def _start(self, task: TierInput) -> tuple[TraceText, int | None]:
+        """Tier 0's one statement: mark the trace evaluating, and return its
+        text and the organisation's newest published pack for its domain."""
+        waiting = (TraceStatus.PENDING_DISPATCH.value, TraceStatus.QUEUED.value)
+        evaluating = case((TRACES.c.status.in_(waiting), TraceStatus.EVALUATING.value), else_=TRACES.c.status)
+        statement = (
+            update(TRACES)
+            .where(TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id)
+            .values(status=evaluating)
+            .returning(*TRACE_TEXT, published_version(task.organization_id, task.domain))
+        )
+        async with self._sessions() as session, session.begin():
+            row = (await session.execute(statement)).first()
+        if row is None:
+            raise trace_not_found()
+        return TraceText(*row[:-1]), row[-1]
+
+    async def _load(self, task: TierInput) -> TraceText:
+        """The trace's text, for the tiers after Tier 0."""
+        statement = select(*TRACE_TEXT).where(
+            TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id
+        )
         async with self._sessions() as session:
-            trace = await session.scalar(
-                select(Trace).where(Trace.id == trace_id, Trace.organization_id == organization_id)
-            )
-            if trace is None:
-                raise trace_not_found()
-            if mark_evaluating and trace.status in (TraceStatus.PENDING_DISPATCH, TraceStatus.QUEUED):
-                await session.execute(
-                    update(Trace).where(Trace.id == trace_id).values(status=TraceStatus.EVALUATING.value)
-                )
-                await session.commit()
-            return trace
+            row = (await session.execute(statement)).first()
+        if row is None:
+            raise trace_not_found()
+        return TraceText(*row)
 
     @staticmethod
-    def _normalise(trace: Trace) -> tuple[NormalisedTrace, Tier0Result]:
+    def _normalise(trace: TraceText) -> tuple[NormalisedTrace, Tier0Result]:
         return sanitise(
             trace.input,
             trace.output,
-            trace.metadata_,
+            trace.metadata,
             rag_contexts=trace.rag_contexts,
             rl_episode=trace.rl_episode,
         )
@@ -71,8 +104,8 @@ class TierActivities:
     @activity.defn(name="tier0_sanitise")
     async def tier0(self, task: TierInput) -> TierOutcome:
         """Tier 0: normalise, validate, pick the domain pack; refuse what cannot be evaluated."""
-        trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=True)
-        resolved = await self._packs.latest(task.organization_id, task.domain)
+        trace, published = await self._start(task)
+        resolved = await self._packs.resolve(task.organization_id, task.domain, published)
         started = time.perf_counter()
         _, result = self._normalise(trace)
         findings = list(result.findings)
@@ -98,7 +131,7 @@ class TierActivities:
         """Tier 1: the domain pack's deterministic rules."""
         if task.pack is None:
             raise ValueError("Tier 1 needs the pack chosen by Tier 0")
-        trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=False)
+        trace = await self._load(task)
         pack = await self._packs.get(task.organization_id, task.pack)
         started = time.perf_counter()
         normalised, _ = self._normalise(trace)
@@ -161,7 +194,7 @@ class TierActivities:
                 settled=screening,
                 detail={"reason": missing},
             )
-        trace = await self._load(task.trace_id, task.organization_id, mark_evaluating=False)
+        trace = await self._load(task)
         pack = await self._packs.get(task.organization_id, task.pack)
         started = time.perf_counter()
         normalised, _ = self._normalise(trace)

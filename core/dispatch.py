@@ -26,7 +26,7 @@ from models.tables import Trace
 
 log = logging.getLogger(__name__)
 
-WORKFLOW_NAME = "EvaluateTrace"
+WORKFLOW_NAME = "EvaluateTraceV2"
 
 
 async def start_evaluation(

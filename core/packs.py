@@ -11,7 +11,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domains import DomainPack, UnknownDomain, load_domain_pack, parse_domain_pack
@@ -19,6 +19,16 @@ from models.schemas import PackRef
 from models.tables import DomainPackVersion
 
 CACHE_SIZE = 256
+
+
+def published_version(organization_id: uuid.UUID, name: str) -> ScalarSelect[int | None]:
+    """The organisation's newest published version of pack ``name`` (NULL when
+    none), as a subquery another statement can carry."""
+    return (
+        select(func.max(DomainPackVersion.version))
+        .where(DomainPackVersion.organization_id == organization_id, DomainPackVersion.name == name)
+        .scalar_subquery()
+    )
 
 
 class PackResolver:
@@ -29,14 +39,16 @@ class PackResolver:
     async def latest(self, organization_id: uuid.UUID, name: str) -> tuple[PackRef, DomainPack] | None:
         """The pack a new evaluation should use, or None for an unknown domain."""
         async with self._sessions() as session:
-            version = await session.scalar(
-                select(DomainPackVersion.version)
-                .where(DomainPackVersion.organization_id == organization_id, DomainPackVersion.name == name)
-                .order_by(DomainPackVersion.version.desc())
-                .limit(1)
-            )
-        if version is not None:
-            ref = PackRef(source="organization", name=name, version=version)
+            version = await session.scalar(select(published_version(organization_id, name)))
+        return await self.resolve(organization_id, name, version)
+
+    async def resolve(
+        self, organization_id: uuid.UUID, name: str, published: int | None
+    ) -> tuple[PackRef, DomainPack] | None:
+        """As ``latest``, given the organisation's newest published version of
+        ``name`` (``published_version``, read along with something else)."""
+        if published is not None:
+            ref = PackRef(source="organization", name=name, version=published)
             return ref, await self.get(organization_id, ref)
         try:
             pack = load_domain_pack(name)

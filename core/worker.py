@@ -38,7 +38,7 @@ from core.temporal import connect
 from domains import available_domains, load_domain_pack
 from models.schemas import DispatchSweepInput, TrainingSweepInput
 from workflows.dispatch_sweep import SCHEDULE_ID, DispatchPendingTraces
-from workflows.evaluate_trace import EvaluateTrace
+from workflows.evaluate_trace import EvaluateTrace, EvaluateTraceV2
 from workflows.train_classifier import SCHEDULE_ID as TRAINING_SCHEDULE_ID
 from workflows.train_classifier import TrainClassifier, TrainClassifiers
 
@@ -72,7 +72,13 @@ def build_workers(
             Worker(
                 client,
                 task_queue=settings.task_queue,
-                workflows=[EvaluateTrace, DispatchPendingTraces, TrainClassifier, TrainClassifiers],
+                workflows=[
+                    EvaluateTrace,
+                    EvaluateTraceV2,
+                    DispatchPendingTraces,
+                    TrainClassifier,
+                    TrainClassifiers,
+                ],
                 workflow_runner=workflow_runner(),
                 activities=activities,
                 max_concurrent_activities=settings.worker_max_concurrent_activities,

@@ -94,9 +94,16 @@ def load_domain_pack(name: str) -> DomainPack:
     shipped file is invalid.
     """
     key = name.strip().lower() if isinstance(name, str) else ""
-    if not _NAME_RE.match(key) or not (PACK_DIR / f"{key}.yaml").is_file():
+    if key not in _shipped_names():
         raise UnknownDomain(str(name))
     return _load_shipped(key)
+
+
+@cache
+def _shipped_names() -> frozenset[str]:
+    # Read once: the shipped packs do not change while the process runs, and
+    # a lookup per activity should not cost a file-system call.
+    return frozenset(available_domains())
 
 
 def parse_domain_pack(data: Mapping[str, Any], source: str) -> DomainPack:

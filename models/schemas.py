@@ -252,6 +252,14 @@ class FinalVerdict(BaseModel):
     decided_by: str
 
 
+class StoredVerdict(FinalVerdict):
+    """What persist_evaluation returns: the verdict, and whether the trace
+    has alerts waiting for delivery (if not, the workflow skips that step).
+    A workflow reading it as a FinalVerdict ignores the extra field."""
+
+    alerts_pending: bool = False
+
+
 class ReviewPolicy(BaseModel):
     """What the domain pack says about expert review; set by Tier 0 with the pack."""
 

@@ -8,14 +8,17 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 
 from core.alerts import MAX_DELIVERY_ATTEMPTS, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from core.embedded import free_port
+from models.schemas import workflow_id_for
 from tests.helpers import OrgClient
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -183,3 +186,24 @@ async def test_an_expert_label_that_makes_a_trace_critical_alerts(org: OrgClient
         "dr.q",
     )
     assert json.loads(receiver.requests[-1]["body"])["kind"] == "expert_label"
+
+
+async def test_only_a_trace_with_pending_alerts_runs_the_delivery_step(
+    org: OrgClient, temporal_client: Client
+) -> None:
+    await publish_pack(org)
+    quiet = await org.submit(domain="alerting", input="Status?", output="All projects are on schedule.")
+    loud = await org.submit(domain="alerting", input="Status?", output="Project Nightshade ships Monday.")
+    await alerts_of(org, loud, until="none")  # no channel configured: nothing to send it to
+    for trace_id, expected in ((quiet, []), (loud, ["deliver_alerts"])):
+        await org.wait_for_evaluation(trace_id)
+        history = await temporal_client.get_workflow_handle(
+            workflow_id_for(uuid.UUID(trace_id))
+        ).fetch_history()
+        activities = [
+            event.activity_task_scheduled_event_attributes.activity_type.name
+            for event in history.events
+            if event.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert [name for name in activities if name == "deliver_alerts"] == expected, activities
+        assert activities[-1 - len(expected)] == "persist_evaluation"

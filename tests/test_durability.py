@@ -23,7 +23,7 @@ from core.worker import ensure_dispatch_schedule
 from domains import load_domain_pack
 from evaluators.types import Finding, Severity, Span
 from models.schemas import DispatchSweepInput, PackRef, PersistInput, TierOutcome
-from models.tables import EvaluationIssue, EvaluationResult, Trace, UsageMetric
+from models.tables import EvaluationIssue, EvaluationResult, Trace, UsageMetric, VerdictChange
 from tests.helpers import OrgClient, settled_automatically
 from workflows.dispatch_sweep import SCHEDULE_ID
 
@@ -126,6 +126,69 @@ async def test_persist_retried_writes_nothing_twice(
     assert (results, issues, status) == (1, 1, "completed")
     # Counted once, by the workflow's own persist, not again by the retries.
     assert evaluated == 1
+
+
+async def test_persist_keeps_the_newest_version_current_whatever_order_versions_finish(
+    org: OrgClient, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    trace_id = uuid.UUID(await org.submit(output="The patient's SSN is 219-09-9999."))
+    await org.wait_for_evaluation(str(trace_id))  # version 1, stored by the workflow
+    organization_id = uuid.UUID(org.organization_id)
+    persist = PersistActivities(session_factory, PackResolver(session_factory)).persist
+
+    def version(number: int, findings: int) -> PersistInput:
+        finding = Finding(rule_id="pii.ssn", category="pii", severity=Severity.HIGH, message="SSN in output")
+        return PersistInput(
+            trace_id=trace_id,
+            organization_id=organization_id,
+            domain="generic",
+            pack=PackRef(source="builtin", name="generic", version=load_domain_pack("generic").version),
+            workflow_id="w",
+            run_id=f"r{number}",
+            version=number,
+            outcomes=[
+                TierOutcome(tier=0, name="sanitise", status="completed"),
+                TierOutcome(
+                    tier=1,
+                    name="rules",
+                    status="completed",
+                    severity=Severity.HIGH,
+                    findings=[finding] * findings,
+                ),
+            ],
+        )
+
+    async def stored() -> tuple[list[int], dict[int, int], int]:
+        async with session_factory() as session:
+            current = list(
+                await session.scalars(
+                    select(EvaluationResult.version).where(
+                        EvaluationResult.trace_id == trace_id, EvaluationResult.current
+                    )
+                )
+            )
+            issues = dict(
+                (
+                    await session.execute(
+                        select(EvaluationIssue.version, func.count())
+                        .where(EvaluationIssue.trace_id == trace_id)
+                        .group_by(EvaluationIssue.version)
+                    )
+                ).all()
+            )
+            changes = await session.scalar(
+                select(func.count()).select_from(VerdictChange).where(VerdictChange.trace_id == trace_id)
+            )
+        return current, issues, changes
+
+    await persist(version(3, findings=1))  # a newer version: becomes current
+    assert await stored() == ([3], {1: 1, 3: 1}, 2)
+    await persist(version(2, findings=2))  # finishes after version 3: stored, not current
+    assert await stored() == ([3], {1: 1, 2: 2, 3: 1}, 3)
+    await persist(version(2, findings=1))  # its retry replaces its issues, adds no audit row
+    assert await stored() == ([3], {1: 1, 2: 1, 3: 1}, 3)
+    await persist(version(4, findings=0))
+    assert await stored() == ([4], {1: 1, 2: 1, 3: 1}, 4)
 
 
 async def test_readiness_names_the_unreachable_dependency(

@@ -47,7 +47,7 @@ async def test_the_dispatcher_starts_accepted_traces_in_the_background(
         description = await temporal_client.get_workflow_handle(
             workflow_id_for(uuid.UUID(trace_id))
         ).describe()
-        assert description.workflow_type == "EvaluateTrace"
+        assert description.workflow_type == "EvaluateTraceV2"
 
 
 async def test_overdose_fails_with_a_dosage_issue(org: OrgClient) -> None:

@@ -147,7 +147,9 @@ async def test_thousands_of_traces_all_reach_a_final_status_and_reconcile(
     assert usage["totals"]["evaluations"] == TRACES, usage["totals"]
 
     # Temporal: one evaluation workflow per trace; only those awaiting review still run.
-    query = f"{search_attributes.ORGANIZATION.name} = '{organization_id}' AND WorkflowType = 'EvaluateTrace'"
+    query = (
+        f"{search_attributes.ORGANIZATION.name} = '{organization_id}' AND WorkflowType = 'EvaluateTraceV2'"
+    )
     total = (await temporal_client.count_workflows(query)).count
     running = (await temporal_client.count_workflows(f"{query} AND ExecutionStatus = 'Running'")).count
     assert (total, running) == (TRACES, statuses.get("awaiting_review", 0))

@@ -25,10 +25,11 @@ from core.sandbox import workflow_runner
 from models.schemas import DispatchSweepInput, workflow_id_for
 from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import OrgClient
+from tests.test_alerts import publish_pack
 from tests.test_judge_e2e import setup_judge, submit, verdict
 from tests.test_review import submit_for_review
 from workflows.dispatch_sweep import DispatchPendingTraces
-from workflows.evaluate_trace import EvaluateTrace
+from workflows.evaluate_trace import EvaluateTrace, EvaluateTraceV2
 
 HISTORIES = Path(__file__).resolve().parent / "data" / "histories"
 # Every path a workflow takes; a new one needs a recording.
@@ -40,6 +41,7 @@ PATHS = {
     "review_label_by_signal",
     "review_expired",
     "relabel_after_completion",
+    "alert_raised",
     "dispatch_sweep",
 }
 
@@ -58,7 +60,7 @@ def test_every_path_has_a_recorded_history() -> None:
 )
 async def test_recorded_history_replays(path: Path) -> None:
     replayer = Replayer(
-        workflows=[EvaluateTrace, DispatchPendingTraces],
+        workflows=[EvaluateTrace, EvaluateTraceV2, DispatchPendingTraces],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),  # as the workers run them
     )
@@ -111,6 +113,11 @@ async def test_record_histories(org: OrgClient, fake_llm: FakeLLM, temporal_clie
     other = await OrgClient.create(org.api, f"expiry-{uuid.uuid4().hex[:6]}")
     expiring = await submit_for_review(other, deadline_hours=0.0003)
     await keep("review_expired", trace_workflow(expiring))
+
+    alerting = await OrgClient.create(org.api, f"alerting-{uuid.uuid4().hex[:6]}")
+    await publish_pack(alerting)
+    alarming = await alerting.submit(domain="alerting", output="Project Nightshade ships Monday.")
+    await keep("alert_raised", trace_workflow(alarming))
 
     sweep_id = f"record-sweep-{uuid.uuid4()}"
     await temporal_client.start_workflow(

@@ -18,7 +18,7 @@ from core.sandbox import workflow_runner
 from models.schemas import workflow_id_for
 from tests.helpers import OrgClient
 from workflows.dispatch_sweep import DispatchPendingTraces
-from workflows.evaluate_trace import EvaluateTrace
+from workflows.evaluate_trace import EvaluateTrace, EvaluateTraceV2
 
 pytestmark = pytest.mark.usefixtures("worker")
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ async def test_recorded_histories_replay_deterministically(org: OrgClient, tempo
         handle = temporal_client.get_workflow_handle(workflow_id_for(uuid.UUID(trace_id)))
         histories.append(await handle.fetch_history())
     replayer = Replayer(
-        workflows=[EvaluateTrace, DispatchPendingTraces],
+        workflows=[EvaluateTrace, EvaluateTraceV2, DispatchPendingTraces],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),
     )
