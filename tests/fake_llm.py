@@ -6,6 +6,8 @@ its answers exactly as they parse the real thing:
 * OpenAI Chat Completions: ``POST /v1/chat/completions`` (``AsyncOpenAI(base_url=f"{url}/v1")``)
 * Anthropic Messages: ``POST /v1/messages`` (``AsyncAnthropic(base_url=url)``)
 
+Both answer ``"stream": true`` requests as server-sent events, as the providers do.
+
 One server is shared by the whole test session (the Temporal worker outlives single tests), so
 scripts are keyed by the request's ``model`` field: every test scripts its own unique model name
 and can never consume another test's replies::
@@ -341,10 +343,6 @@ class FakeLLM:
             )
             await _send_error(send, provider, 404, message, not_found_model=True)
             return
-        if request.get("stream"):
-            await _send_error(send, provider, 400, "FakeLLM does not support streaming responses.")
-            return
-
         if reply.delay > 0:
             assert self._stopping is not None  # set before the server accepts connections
             outcome = await _wait(reply.delay, receive, self._stopping)
@@ -363,6 +361,13 @@ class FakeLLM:
                 content_policy=reply.error_kind == CONTENT_POLICY,
                 retry_after=reply.retry_after,
             )
+        elif request.get("stream"):
+            events = (
+                _openai_stream(model, request, reply)
+                if provider == "openai"
+                else _anthropic_stream(model, request, reply)
+            )
+            await _send_events(send, events, _request_id_header(provider))
         elif provider == "openai":
             await _send_json(send, 200, _openai_completion(model, reply), _request_id_header(provider))
         else:
@@ -455,6 +460,81 @@ def _anthropic_message(model: str, request: dict[str, Any], reply: Reply) -> dic
             "service_tier": "standard",
         },
     }
+
+
+# ---------------------------------------------------------------------- streamed responses
+#
+# With ``"stream": true`` the answer goes out as server-sent events, the text
+# in three pieces so that a client must put it together: OpenAI's
+# ``chat.completion.chunk`` objects then ``[DONE]`` (usage in a last chunk
+# only when ``stream_options.include_usage`` asks for it), Anthropic's
+# message_start ... message_stop events.
+
+
+def _pieces(text: str) -> list[str]:
+    third = max(1, len(text) // 3)
+    return [text[:third], text[third : 2 * third], text[2 * third :]] if text else [""]
+
+
+def _openai_stream(model: str, request: dict[str, Any], reply: Reply) -> list[tuple[str | None, Any]]:
+    completion = _openai_completion(model, reply)
+    message = completion["choices"][0]["message"]
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> tuple[None, dict[str, Any]]:
+        return None, {
+            "id": completion["id"],
+            "object": "chat.completion.chunk",
+            "created": completion["created"],
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    field = "refusal" if message["refusal"] is not None else "content"
+    text = message[field] or ""
+    events = [chunk({"role": "assistant", field: ""})]
+    events += [chunk({field: piece}) for piece in _pieces(text)]
+    events.append(chunk({}, "stop"))
+    if (request.get("stream_options") or {}).get("include_usage"):
+        events.append((None, {**chunk({})[1], "choices": [], "usage": completion["usage"]}))
+    events.append((None, "[DONE]"))
+    return events
+
+
+def _anthropic_stream(model: str, request: dict[str, Any], reply: Reply) -> list[tuple[str | None, Any]]:
+    message = _anthropic_message(model, request, reply)
+    usage = message["usage"]
+    started = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    events: list[tuple[str | None, Any]] = [("message_start", {"type": "message_start", "message": started})]
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "text":
+            empty: dict[str, Any] = {"type": "text", "text": ""}
+            deltas = [{"type": "text_delta", "text": piece} for piece in _pieces(block["text"])]
+        else:  # tool_use: its input arrives as pieces of JSON
+            empty = {**block, "input": {}}
+            deltas = [
+                {"type": "input_json_delta", "partial_json": piece}
+                for piece in _pieces(json.dumps(block["input"]))
+            ]
+        events.append(
+            ("content_block_start", {"type": "content_block_start", "index": index, "content_block": empty})
+        )
+        events += [
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+            for delta in deltas
+        ]
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
 
 
 def _openai_error_type(status: int) -> tuple[str, str | None]:
@@ -566,6 +646,19 @@ async def _wait(
     if watcher in done:
         return "disconnected"
     return "stopping" if stopper in done else "elapsed"
+
+
+async def _send_events(send: Send, events: list[tuple[str | None, Any]], headers: dict[str, str]) -> None:
+    raw_headers = [
+        (b"content-type", b"text/event-stream"),
+        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+    for name, data in events:
+        text = data if isinstance(data, str) else json.dumps(data)
+        event = (f"event: {name}\n" if name else "") + f"data: {text}\n\n"
+        await send({"type": "http.response.body", "body": event.encode(), "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _send_json(send: Send, status: int, body: Any, headers: dict[str, str]) -> None:

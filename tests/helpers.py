@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -90,3 +93,40 @@ class OrgClient:
             if time.monotonic() > deadline:
                 raise AssertionError(f"evaluation of {trace_id} not final after {timeout}s: {body['status']}")
             await asyncio.sleep(0.1)
+
+
+# What a RecordingServer answers: status, headers, body.
+Answer = tuple[int, dict[str, str], bytes]
+
+
+class RecordingServer:
+    """An HTTP server on loopback that records every POST (path, headers, raw
+    body, arrival time) and answers it with ``answer(path, body)``."""
+
+    def __init__(self, answer: Callable[[str, bytes], Answer]) -> None:
+        self.requests: list[dict[str, Any]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                recorder.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.monotonic()}
+                )
+                status, headers, payload = answer(self.path, body)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from temporalio.client import Client
 from core.alerts import MAX_DELIVERY_ATTEMPTS, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from core.embedded import free_port
 from models.schemas import workflow_id_for
-from tests.helpers import OrgClient
+from tests.helpers import OrgClient, RecordingServer
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -40,30 +38,11 @@ rules:
 """
 
 
-class Receiver:
+class Receiver(RecordingServer):
     """A webhook receiver on loopback that records what it gets."""
 
     def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.requests: list[dict[str, Any]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
+        super().__init__(lambda path, body: (status, {}, b""))
 
 
 @pytest.fixture
