@@ -16,6 +16,7 @@ from api.middleware import BodySizeLimit
 from api.ratelimit import KeyRateLimiter
 from api.routes import (
     alerts,
+    audit,
     codec,
     domains,
     evaluations,
@@ -26,6 +27,7 @@ from api.routes import (
     operations,
     organization_data,
     organizations,
+    otlp,
     reviews,
     traces,
     usage,
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(health.router)
     app.include_router(metrics_router)
     app.include_router(codec.router)
+    app.include_router(otlp.router)
     app.include_router(organizations.router, prefix="/api/v1")
     app.include_router(organization_data.router, prefix="/api/v1")
     app.include_router(traces.router, prefix="/api/v1")
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(reviews.router, prefix="/api/v1")
     app.include_router(usage.router, prefix="/api/v1")
     app.include_router(alerts.router, prefix="/api/v1")
+    app.include_router(audit.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")
     app.include_router(operations.router, prefix="/api/v1")
     return app

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     classifier_training_cron: str = Field(
         default="0 3 * * *", description="When the schedule retrains Tier 2 models (cron, UTC)."
     )
+    retention_cron: str = Field(
+        default="15 4 * * *",
+        description="When the schedule deletes traces past their organisation's retention (cron, UTC).",
+    )
     classifier_training_min_new_labels: int = Field(
         default=20,
         ge=1,

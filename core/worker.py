@@ -26,6 +26,7 @@ from activities.alerts import AlertActivities
 from activities.dispatch import DispatchActivities
 from activities.judge import JudgeActivities
 from activities.persist import PersistActivities
+from activities.retention import RetentionActivities
 from activities.review import ReviewActivities
 from activities.tiers import TierActivities
 from activities.training import TrainingActivities
@@ -36,9 +37,11 @@ from core.sandbox import workflow_runner
 from core.settings import Settings
 from core.temporal import connect
 from domains import available_domains, load_domain_pack
-from models.schemas import DispatchSweepInput, TrainingSweepInput
+from models.schemas import DispatchSweepInput, RetentionSweepInput, TrainingSweepInput
 from workflows.dispatch_sweep import SCHEDULE_ID, DispatchPendingTraces
 from workflows.evaluate_trace import EvaluateTrace, EvaluateTraceV2
+from workflows.retention import SCHEDULE_ID as RETENTION_SCHEDULE_ID
+from workflows.retention import ApplyRetention
 from workflows.train_classifier import SCHEDULE_ID as TRAINING_SCHEDULE_ID
 from workflows.train_classifier import TrainClassifier, TrainClassifiers
 
@@ -67,6 +70,7 @@ def build_workers(
             *AlertActivities(session_factory, settings).all(),
             *TrainingActivities(session_factory, packs).bookkeeping(),
             DispatchActivities(session_factory, client, settings).dispatch_pending,
+            RetentionActivities(session_factory).delete_expired,
         ]
         workers.append(
             Worker(
@@ -76,6 +80,7 @@ def build_workers(
                     EvaluateTrace,
                     EvaluateTraceV2,
                     DispatchPendingTraces,
+                    ApplyRetention,
                     TrainClassifier,
                     TrainClassifiers,
                 ],
@@ -155,6 +160,18 @@ async def ensure_training_schedule(client: Client, settings: Settings) -> None:
     )
 
 
+async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
+    """The schedule that deletes traces past their organisation's retention."""
+    await _ensure_schedule(
+        client,
+        RETENTION_SCHEDULE_ID,
+        "ApplyRetention",
+        RetentionSweepInput(),
+        ScheduleSpec(cron_expressions=[settings.retention_cron]),
+        settings.task_queue,
+    )
+
+
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
     engine = create_engine(settings)
@@ -177,6 +194,7 @@ async def run_worker(settings: Settings) -> None:
     workers = build_workers(client, create_session_factory(engine), settings)
     await ensure_dispatch_schedule(client, settings)
     await ensure_training_schedule(client, settings)
+    await ensure_retention_schedule(client, settings)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

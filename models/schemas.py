@@ -535,6 +535,15 @@ class DispatchSweepResult(BaseModel):
     remaining: bool
 
 
+class RetentionSweepInput(BaseModel):
+    batch_size: int = 1000
+
+
+class RetentionSweepResult(BaseModel):
+    deleted: int
+    remaining: bool
+
+
 class WorkflowState(BaseModel):
     """Answer of the ``status`` query."""
 

@@ -71,6 +71,8 @@ class Organization(Base):
     # Judge limits; NULL means the deployment default (AEGIS_JUDGE_*).
     judge_monthly_budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(14, 4))
     judge_calls_per_minute: Mapped[int | None]
+    # Traces older than this many days are deleted by the retention schedule; NULL keeps them.
+    retention_days: Mapped[int | None]
     created_at: Mapped[dt.datetime] = _created_at()
 
 

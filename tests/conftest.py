@@ -36,7 +36,7 @@ from core.secrets import new_secret_key
 from core.settings import Settings
 from core.worker import build_workers
 from tests.fake_llm import FakeLLM
-from tests.helpers import OrgClient
+from tests.helpers import LiveApi, OrgClient
 
 ADMIN_TOKEN = "test-admin-token-with-enough-entropy"
 
@@ -169,6 +169,14 @@ async def resources(
     resources = AppResources(settings, session_factory, temporal_client)
     yield resources
     await resources.dispatcher.aclose()
+
+
+@pytest.fixture(scope="session")
+def live_api(settings: Settings) -> Iterator[LiveApi]:
+    """The API served over HTTP on loopback, for clients that need a real server."""
+    server = LiveApi(settings)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

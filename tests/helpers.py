@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import uuid
@@ -12,7 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+import uvicorn
 
+from api.app import create_app
 from core.settings import Settings
 
 # An evaluation awaiting review has its automated verdict: final until an expert labels it.
@@ -66,6 +69,9 @@ class OrgClient:
 
     async def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
         return await self.api.post(path, json=json, headers=self.headers, **kwargs)
+
+    async def put(self, path: str, json: Any) -> httpx.Response:
+        return await self.api.put(path, json=json, headers=self.headers)
 
     async def delete(self, path: str) -> httpx.Response:
         return await self.api.delete(path, headers=self.headers)
@@ -130,3 +136,26 @@ class RecordingServer:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+class LiveApi:
+    """``aegis api`` as a real HTTP server: uvicorn in a thread with its own loop
+    and its own database and Temporal connections, as a deployment runs it."""
+
+    def __init__(self, settings: Settings) -> None:
+        sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        config = uvicorn.Config(create_app(settings=settings), log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self.server.serve(sockets=[sock])), daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

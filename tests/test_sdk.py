@@ -9,7 +9,6 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 import uuid
@@ -20,7 +19,6 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-import uvicorn
 
 from aegis_sdk import (
     AegisAPIError,
@@ -31,44 +29,12 @@ from aegis_sdk import (
     wrap_anthropic,
     wrap_openai,
 )
-from api.app import create_app
-from core.settings import Settings
 from tests.fake_llm import FakeLLM, Reply
-from tests.helpers import Answer, OrgClient, RecordingServer
+from tests.helpers import Answer, LiveApi, OrgClient, RecordingServer
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 SDK = Path(__file__).resolve().parent.parent / "sdk"
-
-
-class LiveApi:
-    """``aegis api`` as a real HTTP server: uvicorn in a thread with its own loop
-    and its own database and Temporal connections, as a deployment runs it."""
-
-    def __init__(self, settings: Settings) -> None:
-        sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(create_app(settings=settings), log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(
-            target=lambda: asyncio.run(self.server.serve(sockets=[sock])), daemon=True
-        )
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def live_api(settings: Settings) -> Iterator[LiveApi]:
-    server = LiveApi(settings)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -870,6 +870,19 @@ async def check_organization_data(a: Tenant, b: Tenant, world: World, findings: 
         len(organizations) == 1 and b.organization_id in organizations[0],
         "GET /organization/export for B: expected B's organisation only",
     )
+    # B's retention is B's alone.
+    kept = await b.put("/organization/retention", {"retention_days": 365})
+    findings.check(kept.status_code == 200, "PUT /organization/retention for B", kept)
+    mine = await b.get("/organization/retention")
+    findings.check(mine.json() == {"retention_days": 365}, "GET /organization/retention for B", mine)
+    theirs = await a.get("/organization/retention")
+    findings.check(theirs.json() == {"retention_days": None}, "A's retention after B set its own", theirs)
+    # B's audit trail over all time: B's evaluations only (check_answers looks for A's ids).
+    for format in ("jsonl", "csv"):
+        audit = await b.get(
+            "/audit/export", format=format, **{"from": "2000-01-01T00:00Z", "to": "2100-01-01T00:00Z"}
+        )
+        findings.check(audit.status_code == 200, f"GET /audit/export?format={format} for B", audit)
     refused = await b.delete(f"/organization?confirm={world.organization_id}")
     findings.check(
         refused.status_code == 422 and refused.json()["error"]["code"] == "confirmation_mismatch",

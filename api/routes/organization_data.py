@@ -1,4 +1,4 @@
-"""An organisation's own data: export it all, or purge it all.
+"""An organisation's own data: export it all, purge it all, or say how long to keep it.
 
 The export is NDJSON, one ``{"table": ..., "row": {...}}`` object per line,
 streamed from PostgreSQL in batches so that its size does not matter. It
@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
-from sqlalchemy import LargeBinary, Select, Table, delete, func, select
+from sqlalchemy import LargeBinary, Select, Table, delete, func, select, update
 
 from api.deps import CurrentCaller, Resources, Session
 from api.errors import AUTHENTICATED_ERRORS, ApiError
@@ -124,6 +124,38 @@ async def export_organization(caller: CurrentCaller, resources: Resources) -> St
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+class Retention(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    retention_days: int | None = Field(
+        ge=1,
+        le=36_500,
+        description="Traces older than this many days are deleted by the daily retention schedule "
+        "(with their results, labels and audit rows); null keeps them.",
+    )
+
+
+@router.get("/organization/retention", response_model=Retention)
+async def get_retention(caller: CurrentCaller, session: Session) -> Retention:
+    days = await session.scalar(
+        select(Organization.retention_days).where(Organization.id == caller.organization_id)
+    )
+    return Retention(retention_days=days)
+
+
+@router.put("/organization/retention", response_model=Retention)
+async def put_retention(body: Retention, caller: CurrentCaller, session: Session) -> Retention:
+    """How long the organisation's traces are kept; the retention schedule
+    (`ApplyRetention`, daily at `AEGIS_RETENTION_CRON`) deletes older ones."""
+    await session.execute(
+        update(Organization)
+        .where(Organization.id == caller.organization_id)
+        .values(retention_days=body.retention_days)
+    )
+    await session.commit()
+    return body
 
 
 class PurgeResult(BaseModel):

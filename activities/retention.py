@@ -1,0 +1,42 @@
+"""Retention: delete the traces an organisation keeps no longer.
+
+An organisation that sets ``retention_days`` has its traces older than that
+deleted, with everything that hangs off them (results, issues, labels,
+judge calls, review requests, audit rows, alerts) through the schema's
+cascades. Their workflow histories leave Temporal with the namespace's own
+retention; a workflow still running for a deleted trace stops by itself.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from models.schemas import RetentionSweepInput, RetentionSweepResult
+from models.tables import Organization, Trace
+
+
+class RetentionActivities:
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = session_factory
+
+    @activity.defn(name="delete_expired_traces")
+    async def delete_expired(self, task: RetentionSweepInput) -> RetentionSweepResult:
+        """One batch of expired traces, oldest first, across organisations."""
+        expired = (
+            select(Trace.id)
+            .join(Organization, Organization.id == Trace.organization_id)
+            .where(
+                Organization.retention_days.is_not(None),
+                Trace.created_at < func.now() - func.make_interval(0, 0, 0, Organization.retention_days),
+            )
+            .order_by(Trace.created_at)
+            .limit(task.batch_size)
+        )
+        async with self._sessions() as session, session.begin():
+            deleted = len(
+                (await session.execute(delete(Trace).where(Trace.id.in_(expired)).returning(Trace.id))).all()
+            )
+        activity.logger.info("retention deleted %d traces", deleted)
+        return RetentionSweepResult(deleted=deleted, remaining=deleted == task.batch_size)
