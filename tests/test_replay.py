@@ -22,7 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from core.sandbox import workflow_runner
-from models.schemas import DispatchSweepInput, workflow_id_for
+from models.schemas import DispatchSweepInput, RetentionSweepInput, workflow_id_for
 from tests.fake_llm import FakeLLM, Reply
 from tests.helpers import OrgClient
 from tests.test_alerts import publish_pack
@@ -30,6 +30,7 @@ from tests.test_judge_e2e import setup_judge, submit, verdict
 from tests.test_review import submit_for_review
 from workflows.dispatch_sweep import DispatchPendingTraces
 from workflows.evaluate_trace import EvaluateTrace, EvaluateTraceV2
+from workflows.retention import ApplyRetention
 
 HISTORIES = Path(__file__).resolve().parent / "data" / "histories"
 # Every path a workflow takes; a new one needs a recording.
@@ -43,6 +44,7 @@ PATHS = {
     "relabel_after_completion",
     "alert_raised",
     "dispatch_sweep",
+    "retention_sweep",
 }
 
 
@@ -60,7 +62,7 @@ def test_every_path_has_a_recorded_history() -> None:
 )
 async def test_recorded_history_replays(path: Path) -> None:
     replayer = Replayer(
-        workflows=[EvaluateTrace, EvaluateTraceV2, DispatchPendingTraces],
+        workflows=[EvaluateTrace, EvaluateTraceV2, DispatchPendingTraces, ApplyRetention],
         data_converter=pydantic_data_converter,
         workflow_runner=workflow_runner(),  # as the workers run them
     )
@@ -127,6 +129,12 @@ async def test_record_histories(org: OrgClient, fake_llm: FakeLLM, temporal_clie
         task_queue=settings.task_queue,
     )
     await keep("dispatch_sweep", sweep_id)
+
+    retention_id = f"record-retention-{uuid.uuid4()}"
+    await temporal_client.start_workflow(
+        "ApplyRetention", RetentionSweepInput(), id=retention_id, task_queue=settings.task_queue
+    )
+    await keep("retention_sweep", retention_id)
 
     assert set(recorded) == PATHS
     HISTORIES.mkdir(parents=True, exist_ok=True)
