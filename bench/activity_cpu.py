@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable
@@ -34,9 +33,8 @@ from sqlalchemy import select
 
 from activities.persist import PersistActivities
 from activities.tiers import TierActivities
+from bench.stack import migrated_postgres
 from core.db import create_engine, create_session_factory
-from core.embedded import EmbeddedPostgres
-from core.migrations import upgrade_database
 from core.packs import PackResolver
 from core.settings import Settings
 from models.schemas import PersistInput, TierInput
@@ -122,14 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--traces", type=int, default=300)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="aegis-bench-") as home:
-        postgres = EmbeddedPostgres(Path(home) / "pgdata", delete_on_stop=True)
-        try:
-            url = asyncio.run(postgres.ensure_database("aegis"))
-            upgrade_database(url)
-            print(json.dumps(asyncio.run(measure(url, args.traces))))
-        finally:
-            postgres.stop()
+    with migrated_postgres() as url:
+        print(json.dumps(asyncio.run(measure(url, args.traces))))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -251,3 +253,17 @@ async def use_fake_judge(api: httpx.AsyncClient, domain: str, model: str, fake_u
         },
     )
     response.raise_for_status()
+
+
+@contextmanager
+def migrated_postgres() -> Iterator[str]:
+    """An embedded PostgreSQL in a temporary folder, migrated to head, for
+    benchmarks that need only a database; yields its URL."""
+    with tempfile.TemporaryDirectory(prefix="aegis-bench-") as home:
+        postgres = EmbeddedPostgres(Path(home) / "pgdata", delete_on_stop=True)
+        try:
+            url = asyncio.run(postgres.ensure_database("aegis"))
+            upgrade_database(url)
+            yield url
+        finally:
+            postgres.stop()

@@ -17,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     DateTime,
     Float,
     ForeignKey,
@@ -31,7 +32,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from models.schemas import TRACE_STATUSES
@@ -91,6 +92,15 @@ class ApiKey(Base):
     revoked_at: Mapped[dt.datetime | None]
 
 
+# What full-text search (GET /traces?q=) matches: the words of a trace's input
+# and output, without stemming (trace text is technical, often not English),
+# stored with the row so that a search never recomputes it. Capped, so that a
+# very long trace still fits a tsvector.
+SEARCH_DOCUMENT = (
+    "to_tsvector('simple'::regconfig, (left(input, 100000) || ' '::text) || left(output, 100000))"
+)
+
+
 class Trace(Base):
     __tablename__ = "traces"
     __table_args__ = (
@@ -103,6 +113,7 @@ class Trace(Base):
             "ix_traces_pending_dispatch", "created_at", postgresql_where=text("status = 'pending_dispatch'")
         ),
         CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in TRACE_STATUSES) + ")", name="status"),
+        Index("ix_traces_search_document", "search_document", postgresql_using="gin"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -130,6 +141,10 @@ class Trace(Base):
         Timestamp, server_default=func.now(), onupdate=func.now(), nullable=False
     )
     evaluated_at: Mapped[dt.datetime | None]
+    # Derived (SEARCH_DOCUMENT) and never loaded with the row.
+    search_document: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed(SEARCH_DOCUMENT, persisted=True), deferred=True
+    )
     # The evaluation the trace wants: 1, then +1 per re-evaluation.
     evaluation_version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 

@@ -68,6 +68,8 @@ async def test_client_submits_waits_lists_and_labels(client: AegisClient) -> Non
 
     listed = await run(lambda: list(client.iter_traces(model="gpt-4o")))
     assert [trace.trace_id for trace in listed] == [accepted.trace_id]
+    searched = await run(client.list_traces, q="ibuprofen")
+    assert [trace.trace_id for trace in searched.items] == [accepted.trace_id]
 
     labelled = await run(client.label, accepted.trace_id, "pass", reviewer="dr.sdk", notes="test data")
     assert (labelled.verdict.passed, labelled.verdict.decided_by, labelled.changed) == (True, "expert", True)

@@ -67,8 +67,9 @@ EXPORTED = (
     AlertDelivery,
     UsageMetric,
 )
-# Columns never exported (binary columns are left out as well: encrypted values and artefacts).
-SECRET_COLUMNS = frozenset({"key_hash"})
+# Columns never exported: secrets, and what PostgreSQL derives from other
+# columns (binary columns are left out as well: encrypted values and artefacts).
+UNEXPORTED_COLUMNS = frozenset({"key_hash", "search_document"})
 _BATCH_ROWS = 500
 
 
@@ -76,7 +77,7 @@ def exported_columns(table: Table) -> list[Any]:
     return [
         column
         for column in table.columns
-        if column.name not in SECRET_COLUMNS and not isinstance(column.type, LargeBinary)
+        if column.name not in UNEXPORTED_COLUMNS and not isinstance(column.type, LargeBinary)
     ]
 
 

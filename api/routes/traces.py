@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import ARRAY, Select, Uuid, any_, bindparam, delete, func, select, update
 
 from api.deps import CurrentCaller, Resources, Session
 from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses, validation_details
@@ -108,6 +108,15 @@ async def list_traces(
     model: str | None = None,
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Full-text search over input and output: words (all must occur), "
+            '"a phrase", or -excluded, as web search engines take them.',
+        ),
+    ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> Page[TraceSummary]:
@@ -119,15 +128,45 @@ async def list_traces(
     if model:
         query = query.where(Trace.model == model)
     query = within(query, Trace.created_at, since, until)
+    if q:
+        query = await _searching(session, query, q)
     rows = list(await session.scalars(paginate(query, Trace.created_at, Trace.id, cursor, limit)))
     page, next_cursor = split_page(rows, limit, lambda t: (t.created_at, t.id))
     items = [TraceSummary.model_validate(_trace_fields(t)) for t in page]
     return Page[TraceSummary](items=items, next_cursor=next_cursor)
 
 
+# A search matching at most this many traces is answered from their ids.
+SEARCH_CANDIDATES = 5_000
+
+
+async def _searching(session: Session, query: Select[Any], q: str) -> Select[Any]:
+    """``query`` narrowed to the traces whose text matches ``q``.
+
+    The newest matches of a frequent word are found fastest by walking the
+    traces newest first and testing each; those of a rare word (a name, an
+    error code) by looking them up in the search index. PostgreSQL's guess
+    of how rare a word is can be off by a thousand times, so the index is
+    asked first, for at most SEARCH_CANDIDATES matches, without an order
+    (which it answers fast either way). Fewer than that: the page comes
+    from those ids. More: the word is frequent, and the walk is fast.
+    """
+    matches = Trace.search_document.op("@@")(func.websearch_to_tsquery("simple", q))
+    candidates = list(
+        await session.scalars(query.with_only_columns(Trace.id).where(matches).limit(SEARCH_CANDIDATES + 1))
+    )
+    if len(candidates) <= SEARCH_CANDIDATES:
+        return query.where(Trace.id == any_(bindparam("candidates", candidates, type_=ARRAY(Uuid))))
+    return query.where(matches)
+
+
 def _trace_fields(trace: Trace) -> dict[str, Any]:
     """Column values under their API names (``trace_id``, ``metadata``)."""
-    fields = {column.key: getattr(trace, column.key) for column in Trace.__mapper__.column_attrs}
+    fields = {
+        column.key: getattr(trace, column.key)
+        for column in Trace.__mapper__.column_attrs
+        if column.key != "search_document"  # derived, and not loaded
+    }
     return fields | {"trace_id": trace.id, "metadata": trace.metadata_}
 
 

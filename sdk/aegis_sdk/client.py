@@ -62,10 +62,12 @@ def _trace_filters(
     model: str | None,
     since: dt.datetime | None,
     until: dt.datetime | None,
+    q: str | None,
     limit: int,
     cursor: str | None,
 ) -> dict[str, Any]:
     params = {
+        "q": q,
         "domain": domain,
         "status": status,
         "model": model,
@@ -160,11 +162,13 @@ class AegisClient:
         model: str | None = None,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
+        q: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[TraceSummary]:
-        """One page, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
-        params = _trace_filters(domain, status, model, since, until, limit, cursor)
+        """One page, newest first; pass ``next_cursor`` back as ``cursor`` for the next.
+        ``q`` searches the input and output text (words, "a phrase", -excluded)."""
+        params = _trace_filters(domain, status, model, since, until, q, limit, cursor)
         return Page[TraceSummary].model_validate(self._request("GET", "/traces", params=params))
 
     def iter_traces(self, **filters: Any) -> Iterator[TraceSummary]:
@@ -266,10 +270,11 @@ class AsyncAegisClient:
         model: str | None = None,
         since: dt.datetime | None = None,
         until: dt.datetime | None = None,
+        q: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page[TraceSummary]:
-        params = _trace_filters(domain, status, model, since, until, limit, cursor)
+        params = _trace_filters(domain, status, model, since, until, q, limit, cursor)
         return Page[TraceSummary].model_validate(await self._request("GET", "/traces", params=params))
 
     async def iter_traces(self, **filters: Any) -> AsyncIterator[TraceSummary]:
