@@ -215,15 +215,21 @@ class PersistActivities:
 async def _lock_trace(session: AsyncSession, task: PersistInput) -> tuple[int, int | None]:
     """Lock the organisation's trace for this transaction (activities that
     write a trace's outcome take turns) and return the evaluation version it
-    wants and the newest version stored for it. Raises ``trace_not_found``."""
-    newest = select(func.max(RESULTS.c.version)).where(RESULTS.c.trace_id == TRACES.c.id).scalar_subquery()
-    row = (
-        await session.execute(
-            select(TRACES.c.evaluation_version, newest)
-            .where(TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id)
-            .with_for_update(of=TRACES)
-        )
-    ).first()
-    if row is None:
+    wants and the newest version stored for it. Raises ``trace_not_found``.
+
+    Two statements: a statement that waits for the lock still reads what it
+    reads from the snapshot it began with, so the newest version must be
+    read after the lock is held, or an attempt that waited for another to
+    commit would not see that attempt's result.
+    """
+    wanted = await session.scalar(
+        select(TRACES.c.evaluation_version)
+        .where(TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id)
+        .with_for_update()
+    )
+    if wanted is None:
         raise trace_not_found()
-    return row[0], row[1]
+    newest = await session.scalar(
+        select(func.max(RESULTS.c.version)).where(RESULTS.c.trace_id == task.trace_id)
+    )
+    return wanted, newest

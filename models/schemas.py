@@ -255,9 +255,10 @@ class FinalVerdict(BaseModel):
 class StoredVerdict(FinalVerdict):
     """What persist_evaluation returns: the verdict, and whether the trace
     has alerts waiting for delivery (if not, the workflow skips that step).
-    A workflow reading it as a FinalVerdict ignores the extra field."""
+    A workflow reading it as a FinalVerdict ignores the extra field; a
+    result without it (from a worker of an earlier version) means "deliver"."""
 
-    alerts_pending: bool = False
+    alerts_pending: bool = True
 
 
 class ReviewPolicy(BaseModel):

@@ -31,7 +31,7 @@ async def test_export_holds_every_evaluation_with_its_overrides_in_both_formats(
 ) -> None:
     leaked = await other_org.submit(output="Other organisation's answer.")
     overridden = await org.submit(output="The patient's SSN is 219-09-9999.")
-    clean = await org.submit(output="4")
+    clean = await org.submit(output="4", external_id='=HYPERLINK("https://example.com")')
     for trace_id in (leaked, overridden, clean):
         await (other_org if trace_id == leaked else org).wait_for_evaluation(trace_id)
     label = await org.post(
@@ -87,6 +87,9 @@ async def test_export_holds_every_evaluation_with_its_overrides_in_both_formats(
     assert set(rows) == set(records)
     assert json.loads(rows[overridden]["verdict_changes"]) == records[overridden]["verdict_changes"]
     assert rows[clean]["passed"] == "True" and rows[clean]["decided_by"] == records[clean]["decided_by"]
+    # A client's value that a spreadsheet would run as a formula is quoted in the CSV, not in JSON Lines.
+    assert records[clean]["external_id"] == '=HYPERLINK("https://example.com")'
+    assert rows[clean]["external_id"] == "'" + records[clean]["external_id"]
 
 
 async def test_export_of_an_empty_range_and_bad_ranges(org: OrgClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -126,6 +127,46 @@ async def test_persist_retried_writes_nothing_twice(
     assert (results, issues, status) == (1, 1, "completed")
     # Counted once, by the workflow's own persist, not again by the retries.
     assert evaluated == 1
+
+
+async def test_two_attempts_of_one_persist_store_it_once_when_one_waited_for_the_other(
+    org: OrgClient, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    """An attempt that timed out may still run when its retry starts: the retry
+    waits for the trace's lock and must then see what the first stored."""
+    trace_id = uuid.UUID(await org.submit())
+    await org.wait_for_evaluation(str(trace_id))
+    task = PersistInput(
+        trace_id=trace_id,
+        organization_id=uuid.UUID(org.organization_id),
+        domain="generic",
+        pack=PackRef(source="builtin", name="generic", version=load_domain_pack("generic").version),
+        workflow_id="w",
+        run_id="r",
+        version=2,
+        outcomes=[TierOutcome(tier=0, name="sanitise", status="completed")],  # no issues to collide on
+    )
+    persist = PersistActivities(session_factory, PackResolver(session_factory)).persist
+    async with session_factory() as holder, holder.begin():
+        await holder.execute(select(Trace.id).where(Trace.id == trace_id).with_for_update())
+        attempts = [asyncio.create_task(persist(task)) for _ in range(2)]
+        await asyncio.sleep(0.5)  # both wait for the lock
+    first, second = await asyncio.gather(*attempts)
+    assert first == second
+    async with session_factory() as session:
+        changes = await session.scalar(
+            select(func.count())
+            .select_from(VerdictChange)
+            .where(VerdictChange.trace_id == trace_id, VerdictChange.version == 2)
+        )
+        current = list(
+            await session.scalars(
+                select(EvaluationResult.version).where(
+                    EvaluationResult.trace_id == trace_id, EvaluationResult.current
+                )
+            )
+        )
+    assert (changes, current) == (1, [2])
 
 
 async def test_persist_keeps_the_newest_version_current_whatever_order_versions_finish(

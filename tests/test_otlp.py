@@ -235,6 +235,19 @@ async def test_bad_requests_get_clear_errors(live_api: LiveApi, org: OrgClient) 
                 415,
                 "unsupported_encoding",
             ),
+            # Nine MiB of spaces gunzip from a few KiB: over AEGIS_MAX_REQUEST_BYTES once inflated.
+            (
+                {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                gzip.compress(b" " * (9 * 1024 * 1024)),
+                413,
+                "payload_too_large",
+            ),
+            (
+                {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                gzip.compress(b"{}")[:-4],
+                400,
+                "invalid_otlp",
+            ),
         ]
         for extra, body, status, code in cases:
             response = await client.post("/v1/traces", content=body, headers={**headers, **extra})

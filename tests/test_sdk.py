@@ -347,3 +347,25 @@ def test_sdk_installs_alone_with_only_httpx_and_pydantic() -> None:
         [sys.executable, "-c", probe], cwd=SDK, capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_forked_process_gets_a_submitter_of_its_own() -> None:
+    """A server that forks after the wrappers were set up (gunicorn --preload)
+    must not inherit a submitter without a thread: the child starts its own."""
+    script = """
+import os, sys
+from aegis_sdk import AegisClient, BackgroundSubmitter
+submitter = BackgroundSubmitter(AegisClient("key", "http://127.0.0.1:9", max_retries=0), max_queue=5)
+pid = os.fork()
+if pid == 0:
+    queued = submitter.submit({"model": "m", "input": "i", "output": "o"})
+    alive = submitter._thread.is_alive()
+    flushed = submitter.flush(10)
+    os._exit(0 if (queued, alive, flushed, submitter.stats.failed) == (True, True, True, 1) else 1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=SDK, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr

@@ -10,6 +10,8 @@ with workflow.unsafe.imports_passed_through():
     from models.schemas import RetentionSweepInput, RetentionSweepResult
 
 SCHEDULE_ID = "aegis-retention"
+# Batches per run; a longer backlog goes on in a new run, so that no history grows without end.
+BATCHES_PER_RUN = 500
 
 
 @workflow.defn(name="ApplyRetention")
@@ -17,7 +19,7 @@ class ApplyRetention:
     @workflow.run
     async def run(self, task: RetentionSweepInput) -> int:
         total = 0
-        while True:
+        for _ in range(BATCHES_PER_RUN):
             result = await workflow.execute_activity(
                 "delete_expired_traces",
                 task,
@@ -27,3 +29,4 @@ class ApplyRetention:
             total += result.deleted
             if not result.remaining:
                 return total
+        workflow.continue_as_new(task)

@@ -106,13 +106,22 @@ def _record(result: EvaluationResult, trace: Trace, changes: list[dict[str, Any]
     )
 
 
+# A cell a spreadsheet would run as a formula. Client-chosen values (external
+# ids, model names) reach the export, so such a cell is prefixed with a quote.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_line(record: dict[str, Any]) -> str:
     buffer = io.StringIO()
-    cells = [
-        json.dumps(record[column]) if isinstance(record[column], list | dict) else record[column]
-        for column in CSV_COLUMNS
-    ]
-    csv.writer(buffer).writerow(cells)
+    csv.writer(buffer).writerow([_cell(record[column]) for column in CSV_COLUMNS])
     return buffer.getvalue()
 
 

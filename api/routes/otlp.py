@@ -12,7 +12,6 @@ be stored and why, as OTLP defines.
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
 from typing import Any
@@ -38,17 +37,25 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
 
-def _decompressed(body: bytes, encoding: str) -> bytes:
+def _decompressed(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body, gunzipped to at most ``limit`` bytes (AEGIS_MAX_REQUEST_BYTES,
+    as for an uncompressed body): a small body must not inflate without end."""
     if encoding in ("", "identity"):
         return body
     if encoding != "gzip":
         raise ApiError(
             415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported; use gzip"
         )
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
-        return gzip.decompress(body)
-    except (OSError, EOFError, zlib.error):
+        data = inflater.decompress(body, limit)
+    except zlib.error:
         raise ApiError(400, "invalid_otlp", "The body is not valid gzip") from None
+    if inflater.unconsumed_tail:
+        raise ApiError(413, "payload_too_large", f"The body inflates to more than {limit} bytes")
+    if not inflater.eof:
+        raise ApiError(400, "invalid_otlp", "The body is not valid gzip (truncated)")
+    return data
 
 
 def _decoded(body: bytes, content_type: str) -> dict[str, Any]:
@@ -84,7 +91,11 @@ async def export_traces(request: Request, caller: CurrentCaller, resources: Reso
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in (PROTOBUF, JSON):
         raise ApiError(415, "unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}")
-    body = _decompressed(await request.body(), request.headers.get("content-encoding", "").strip().lower())
+    body = _decompressed(
+        await request.body(),
+        request.headers.get("content-encoding", "").strip().lower(),
+        resources.settings.max_request_bytes,
+    )
     try:
         mapped = map_request(_decoded(body, content_type), from_protobuf=content_type == PROTOBUF)
     except (KeyError, TypeError, ValueError, AttributeError):

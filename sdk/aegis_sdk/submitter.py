@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import threading
 import time
@@ -51,16 +52,23 @@ class BackgroundSubmitter:
         if not 1 <= batch_size <= 1000:
             raise ValueError("batch_size must be between 1 and 1000 (the batch endpoint's limit)")
         self._client = client or AegisClient()
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queue)
+        self._max_queue = max_queue
         self._batch_size = batch_size
         self._flush_interval = flush_interval
+        self._start()
+        atexit.register(self.close)
+        # A process forked after this (gunicorn --preload, Celery prefork)
+        # has no sending thread and may inherit a held lock: it starts afresh.
+        os.register_at_fork(after_in_child=self._start)
+
+    def _start(self) -> None:
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=self._max_queue)
         self._stats = SubmitterStats()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._last_drop_warning = 0.0
         self._thread = threading.Thread(target=self._run, name="aegis-submitter", daemon=True)
         self._thread.start()
-        atexit.register(self.close)
 
     @property
     def stats(self) -> SubmitterStats:
@@ -92,12 +100,23 @@ class BackgroundSubmitter:
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        """Flush for up to ``timeout`` seconds, then stop; later traces are dropped."""
+        """Flush for up to ``timeout`` seconds, then stop; what is still queued
+        then, and every later trace, is dropped (and counted)."""
         if self._closed.is_set():
             return
         self.flush(timeout)
         self._closed.set()
         self._thread.join(timeout=1.0)
+        left = 0
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._queue.task_done()
+            left += 1
+        if left:
+            self._dropped(left)
         atexit.unregister(self.close)
 
     # -- the sending thread ------------------------------------------------
