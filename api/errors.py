@@ -8,7 +8,7 @@ the request path only.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -82,6 +82,13 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
 REQUEST_ERRORS = error_responses(400, 413, 422, 503)
 # Plus what the API-key check (deps.get_caller) answers.
 AUTHENTICATED_ERRORS = REQUEST_ERRORS | error_responses(401, 429)
+
+
+def invalid_range(field: str, message: str) -> NoReturn:
+    """A 422 for a query parameter of a time range (``field``: its name)."""
+    raise ApiError(
+        422, "invalid_range", f"Invalid {field}: {message}", [{"field": f"query.{field}", "message": message}]
+    )
 
 
 def validation_details(errors: list[Any]) -> list[dict[str, Any]]:

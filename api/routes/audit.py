@@ -26,7 +26,7 @@ from pydantic_core import to_jsonable_python
 from sqlalchemy import select, tuple_
 
 from api.deps import CurrentCaller, Resources
-from api.errors import AUTHENTICATED_ERRORS, ApiError
+from api.errors import AUTHENTICATED_ERRORS, invalid_range
 from models.tables import EvaluationResult, Trace, VerdictChange
 
 router = APIRouter(tags=["audit"], responses=AUTHENTICATED_ERRORS)
@@ -199,19 +199,11 @@ async def export_audit(
     """Evaluations stored in ``[from, to)`` with tier verdicts, the final verdict, who decided,
     every override and the pack and model versions, as JSON Lines or CSV."""
     if start.tzinfo is None or end.tzinfo is None:
-        raise ApiError(
-            422,
-            "invalid_range",
-            "from and to need a time zone, e.g. 2026-01-01T00:00:00Z",
-            [{"field": "query.from" if start.tzinfo is None else "query.to", "message": "no time zone"}],
+        invalid_range(
+            "from" if start.tzinfo is None else "to", "needs a time zone, e.g. 2026-01-01T00:00:00Z"
         )
     if start >= end:
-        raise ApiError(
-            422,
-            "invalid_range",
-            "from must be before to",
-            [{"field": "query.to", "message": "not after from"}],
-        )
+        invalid_range("to", "must be after from")
     batches = _records(resources, caller.organization_id, start, end, domain)
     stamp = f"{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
     media, body = (

@@ -10,7 +10,7 @@ from sqlalchemy import cast, func, select
 from sqlalchemy.types import Date
 
 from api.deps import CurrentCaller, Session
-from api.errors import AUTHENTICATED_ERRORS, ApiError
+from api.errors import AUTHENTICATED_ERRORS, invalid_range
 from models.tables import UsageMetric
 
 router = APIRouter(tags=["usage"], responses=AUTHENTICATED_ERRORS)
@@ -18,12 +18,6 @@ router = APIRouter(tags=["usage"], responses=AUTHENTICATED_ERRORS)
 MAX_RANGE = dt.timedelta(days=366)
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
-
-
-def _invalid(field: str, message: str) -> None:
-    raise ApiError(
-        422, "invalid_range", f"Invalid {field}: {message}", [{"field": f"query.{field}", "message": message}]
-    )
 
 
 class UsageRow(BaseModel):
@@ -63,13 +57,13 @@ async def get_usage(
     """Hourly counters summed per UTC day, domain and tier (default: the last 30 days)."""
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
-            _invalid(name, "needs a timezone, e.g. 2026-11-01T00:00:00Z")
+            invalid_range(name, "needs a timezone, e.g. 2026-11-01T00:00:00Z")
         if value is not None and not EARLIEST <= value <= LATEST:
-            _invalid(name, f"must lie between {EARLIEST.year} and {LATEST.year}")
+            invalid_range(name, f"must lie between {EARLIEST.year} and {LATEST.year}")
     until = until or dt.datetime.now(dt.UTC)
     since = since or until - dt.timedelta(days=30)
     if since >= until or until - since > MAX_RANGE:
-        _invalid("since", "must be before until, at most 366 days earlier")
+        invalid_range("since", "must be before until, at most 366 days earlier")
     day = cast(func.timezone("UTC", UsageMetric.hour), Date).label("day")
     query = (
         select(
