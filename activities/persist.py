@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
+from typing import NamedTuple
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -10,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.errors import trace_not_found
-from core import metrics
+from core import analytics, events, metrics
 from core.judges import add_usage
 from core.packs import PackResolver
 from domains import load_domain_pack
@@ -52,7 +54,8 @@ class PersistActivities:
         tiers = [o.model_dump(mode="json", exclude={"findings"}) for o in task.outcomes]
 
         async with self._sessions() as session, session.begin():
-            wanted, newest = await _lock_trace(session, task)
+            trace = await _lock_trace(session, task)
+            wanted, newest = trace.wanted, trace.newest
             # The latest stored version is the trace's current result.
             current = newest is None or task.version >= newest
             if newest is None or task.version > newest:
@@ -68,13 +71,10 @@ class PersistActivities:
                     )
                     is None
                 )
+            replaced: analytics.CountedEvaluation | None = None
             if current and newest is not None and newest != task.version:
                 # Unmarked first: the partial unique index allows one current row.
-                await session.execute(
-                    update(RESULTS)
-                    .where(RESULTS.c.trace_id == task.trace_id, RESULTS.c.current)
-                    .values(current=False)
-                )
+                replaced = await _uncurrent(session, task.trace_id, trace)
 
             values = dict(
                 organization_id=task.organization_id,
@@ -126,6 +126,19 @@ class PersistActivities:
             ]
             if issues:
                 await session.execute(insert(ISSUES).values(issues))
+            if first_completion and current:
+                counted = analytics.CountedEvaluation(
+                    trace_created_at=trace.created_at,
+                    domain=task.domain,
+                    model=trace.model,
+                    passed=passed,
+                    severity=severity.value,
+                    decided_by=decided_by,
+                    issues=analytics.issues_of(
+                        (i["tier"], i["category"], i["severity"], i["rule_id"]) for i in issues
+                    ),
+                )
+                await analytics.move(session, task.organization_id, replaced, counted)
             if task.version >= wanted:
                 # An older version finishing late does not end a newer one.
                 status = TraceStatus.AWAITING_REVIEW if task.review else TraceStatus.COMPLETED
@@ -151,6 +164,32 @@ class PersistActivities:
                     .on_conflict_do_nothing(index_elements=["trace_id", "version"])
                 )
             if first_completion:
+                happened = [
+                    events.NewEvent(
+                        events.EVALUATION_COMPLETED,
+                        task.trace_id,
+                        {
+                            "version": task.version,
+                            "current": current,
+                            "passed": passed,
+                            "severity": severity.value,
+                            "decided_by": decided_by,
+                        },
+                    )
+                ]
+                if task.review is not None:
+                    happened.append(
+                        events.NewEvent(
+                            events.REVIEW_REQUESTED,
+                            task.trace_id,
+                            {
+                                "version": task.version,
+                                "reason": task.review.reason,
+                                "risk_level": task.review.risk_level,
+                                "deadline": task.review.deadline.isoformat(),
+                            },
+                        )
+                    )
                 await session.execute(
                     insert(VerdictChange.__table__).values(
                         organization_id=task.organization_id,
@@ -165,8 +204,9 @@ class PersistActivities:
                 )
                 await add_usage(session, task.organization_id, task.domain, decided_by, evaluations=1)
                 if severity in pack.alerts.severities:
-                    await session.execute(
-                        insert(ALERTS).values(
+                    alert_id = await session.scalar(
+                        insert(ALERTS)
+                        .values(
                             organization_id=task.organization_id,
                             trace_id=task.trace_id,
                             severity=severity.value,
@@ -174,7 +214,16 @@ class PersistActivities:
                             message=f"Trace evaluated {severity.value}, decided by {decided_by}",
                             details={"rule_ids": sorted({i["rule_id"] for i in issues})},
                         )
+                        .returning(ALERTS.c.id)
                     )
+                    happened.append(
+                        events.NewEvent(
+                            events.ALERT_RAISED,
+                            task.trace_id,
+                            {"alert_id": str(alert_id), "severity": severity.value, "kind": "evaluation"},
+                        )
+                    )
+                await events.publish(session, task.organization_id, happened)
             alerts_pending = await session.scalar(
                 select(
                     exists().where(
@@ -212,24 +261,69 @@ class PersistActivities:
         return [self.persist, self.mark_failed]
 
 
-async def _lock_trace(session: AsyncSession, task: PersistInput) -> tuple[int, int | None]:
+class LockedTrace(NamedTuple):
+    wanted: int  # the evaluation version the trace wants
+    model: str
+    created_at: dt.datetime
+    newest: int | None  # the newest version stored for it
+
+
+async def _lock_trace(session: AsyncSession, task: PersistInput) -> LockedTrace:
     """Lock the organisation's trace for this transaction (activities that
-    write a trace's outcome take turns) and return the evaluation version it
-    wants and the newest version stored for it. Raises ``trace_not_found``.
+    write a trace's outcome take turns) and read what persist needs of it.
+    Raises ``trace_not_found``.
 
     Two statements: a statement that waits for the lock still reads what it
     reads from the snapshot it began with, so the newest version must be
     read after the lock is held, or an attempt that waited for another to
     commit would not see that attempt's result.
     """
-    wanted = await session.scalar(
-        select(TRACES.c.evaluation_version)
-        .where(TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id)
-        .with_for_update()
-    )
-    if wanted is None:
+    trace = (
+        await session.execute(
+            select(TRACES.c.evaluation_version, TRACES.c.model, TRACES.c.created_at)
+            .where(TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if trace is None:
         raise trace_not_found()
     newest = await session.scalar(
         select(func.max(RESULTS.c.version)).where(RESULTS.c.trace_id == task.trace_id)
     )
-    return wanted, newest
+    return LockedTrace(trace.evaluation_version, trace.model, trace.created_at, newest)
+
+
+async def _uncurrent(
+    session: AsyncSession, trace_id: uuid.UUID, trace: LockedTrace
+) -> analytics.CountedEvaluation | None:
+    """Unmark the trace's current result; return it as the rollups count it."""
+    old = (
+        await session.execute(
+            update(RESULTS)
+            .where(RESULTS.c.trace_id == trace_id, RESULTS.c.current)
+            .values(current=False)
+            .returning(
+                RESULTS.c.version,
+                RESULTS.c.domain,
+                RESULTS.c.passed,
+                RESULTS.c.severity,
+                RESULTS.c.decided_by,
+            )
+        )
+    ).one_or_none()
+    if old is None:
+        return None
+    issues = await session.execute(
+        select(ISSUES.c.tier, ISSUES.c.category, ISSUES.c.severity, ISSUES.c.rule_id).where(
+            ISSUES.c.trace_id == trace_id, ISSUES.c.version == old.version
+        )
+    )
+    return analytics.CountedEvaluation(
+        trace_created_at=trace.created_at,
+        domain=old.domain,
+        model=trace.model,
+        passed=old.passed,
+        severity=old.severity,
+        decided_by=old.decided_by,
+        issues=analytics.issues_of(tuple(row) for row in issues),
+    )

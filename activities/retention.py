@@ -13,8 +13,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from core.events import KEPT_FOR
 from models.schemas import RetentionSweepInput, RetentionSweepResult
-from models.tables import Organization, Trace
+from models.tables import Event, Organization, Trace
 
 
 class RetentionActivities:
@@ -35,9 +36,29 @@ class RetentionActivities:
             )
             .limit(task.batch_size)
         )
+        # The oldest events of every organisation (the log is in id order):
+        # those of them past core.events.KEPT_FOR go.
+        oldest_events = (
+            select(Event.id, Event.created_at).order_by(Event.id).limit(task.batch_size).subquery()
+        )
         async with self._sessions() as session, session.begin():
             deleted = len(
                 (await session.execute(delete(Trace).where(Trace.id.in_(expired)).returning(Trace.id))).all()
             )
-        activity.logger.info("retention deleted %d traces", deleted)
-        return RetentionSweepResult(deleted=deleted, remaining=deleted == task.batch_size)
+            events_deleted = len(
+                (
+                    await session.execute(
+                        delete(Event)
+                        .where(
+                            Event.id.in_(
+                                select(oldest_events.c.id).where(
+                                    oldest_events.c.created_at < func.now() - KEPT_FOR
+                                )
+                            )
+                        )
+                        .returning(Event.id)
+                    )
+                ).all()
+            )
+        activity.logger.info("retention deleted %d traces and %d events", deleted, events_deleted)
+        return RetentionSweepResult(deleted=deleted, remaining=task.batch_size in (deleted, events_deleted))

@@ -13,6 +13,7 @@ from temporalio import activity
 
 from activities.errors import trace_not_found
 from activities.traces import locked_trace
+from core import analytics, events
 from core.judges import add_usage
 from core.packs import PackResolver
 from domains import available_domains
@@ -26,7 +27,7 @@ from models.schemas import (
     ReviewExpiredInput,
     TraceStatus,
 )
-from models.tables import Alert, EvaluationResult, ExpertLabel, ReviewRequest, VerdictChange
+from models.tables import Alert, EvaluationResult, ExpertLabel, ReviewRequest, Trace, VerdictChange
 
 # The label that decides among several: the latest (a second opinion
 # replaces the first; every label stays on record).
@@ -139,12 +140,48 @@ class ReviewActivities:
                         label_id=deciding.id,
                     )
                 )
+            happened = []
+            if changed:
+                happened.append(
+                    events.NewEvent(
+                        events.VERDICT_OVERRIDDEN,
+                        task.trace_id,
+                        {
+                            "version": task.version,
+                            "current": result.current,
+                            "from": {
+                                "passed": before.passed,
+                                "severity": before.severity.value,
+                                "decided_by": before.decided_by,
+                            },
+                            "to": {
+                                "passed": verdict.passed,
+                                "severity": verdict.severity.value,
+                                "decided_by": verdict.decided_by,
+                            },
+                            "changed_by": deciding.reviewer,
+                        },
+                    )
+                )
             if changed and verdict.severity.value in await self._alert_severities(
                 task.organization_id, result
             ):
                 # The pack's alert rules apply to an expert's verdict too.
+                alert_id = uuid.uuid4()
+                happened.append(
+                    events.NewEvent(
+                        events.ALERT_RAISED,
+                        task.trace_id,
+                        {
+                            "alert_id": str(alert_id),
+                            "severity": verdict.severity.value,
+                            "kind": "expert_label",
+                        },
+                    )
+                )
                 session.add(
                     Alert(
+                        id=alert_id,
                         organization_id=task.organization_id,
                         trace_id=task.trace_id,
                         severity=verdict.severity.value,
@@ -154,6 +191,15 @@ class ReviewActivities:
                         details={"label_id": str(deciding.id), "reviewer": deciding.reviewer},
                     )
                 )
+            if changed and result.current:
+                # Issues stay as they are; only the verdict the trace counts under moves.
+                await analytics.move(
+                    session,
+                    task.organization_id,
+                    _counted(trace, result.domain, before),
+                    _counted(trace, result.domain, verdict),
+                )
+            await events.publish(session, task.organization_id, happened)
             result.passed = verdict.passed
             result.severity = verdict.severity.value
             result.decided_by = verdict.decided_by
@@ -210,3 +256,14 @@ class ReviewActivities:
 
     def all(self) -> list[object]:
         return [self.apply_label, self.expire]
+
+
+def _counted(trace: Trace, domain: str, verdict: FinalVerdict) -> analytics.CountedEvaluation:
+    return analytics.CountedEvaluation(
+        trace_created_at=trace.created_at,
+        domain=domain,
+        model=trace.model,
+        passed=verdict.passed,
+        severity=verdict.severity.value,
+        decided_by=verdict.decided_by,
+    )

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.errors import trace_not_found
+from core import events
 from core.classifier_models import ModelStore
 from core.packs import PackResolver, published_version
 from evaluators import classifier
@@ -230,9 +231,26 @@ class TierActivities:
         if key in self._alerted_models:
             return
         self._alerted_models.add(key)
+        alert_id = uuid.uuid4()
         async with self._sessions() as session, session.begin():
+            await events.publish(
+                session,
+                task.organization_id,
+                [
+                    events.NewEvent(
+                        events.ALERT_RAISED,
+                        task.trace_id,
+                        {
+                            "alert_id": str(alert_id),
+                            "severity": Severity.HIGH.value,
+                            "kind": "classifier_model_unreadable",
+                        },
+                    )
+                ],
+            )
             session.add(
                 Alert(
+                    id=alert_id,
                     organization_id=task.organization_id,
                     trace_id=task.trace_id,
                     severity=Severity.HIGH.value,

@@ -16,10 +16,12 @@ from api.middleware import BodySizeLimit
 from api.ratelimit import KeyRateLimiter
 from api.routes import (
     alerts,
+    analytics,
     audit,
     codec,
     domains,
     evaluations,
+    events,
     health,
     judge,
     labels,
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
         finally:
             # Starts still queued after a few seconds stay pending_dispatch for the sweep.
             await app.state.resources.dispatcher.aclose()
+            await app.state.resources.events.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -95,6 +98,8 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(labels.router, prefix="/api/v1")
     app.include_router(reviews.router, prefix="/api/v1")
     app.include_router(usage.router, prefix="/api/v1")
+    app.include_router(analytics.router, prefix="/api/v1")
+    app.include_router(events.router, prefix="/api/v1")
     app.include_router(alerts.router, prefix="/api/v1")
     app.include_router(audit.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")

@@ -19,6 +19,7 @@ from temporalio.client import Client
 
 from api.dispatcher import Dispatcher
 from api.errors import ApiError
+from api.event_hub import EventHub
 from core.packs import PackResolver
 from core.settings import Settings
 from models.tables import ApiKey
@@ -40,6 +41,8 @@ class AppResources:
     packs: PackResolver = field(init=False)
     # Starts the workflows of accepted traces off the request path.
     dispatcher: Dispatcher = field(init=False)
+    # Wakes the open event streams when their organisation has news.
+    events: EventHub = field(init=False)
 
     # Sessions whose every statement commits on its own: one round trip for a
     # single read or write instead of three (BEGIN, statement, COMMIT).
@@ -52,6 +55,7 @@ class AppResources:
         )
         self.packs = PackResolver(self.session_factory)
         self.dispatcher = Dispatcher(self.temporal, self.settings, self.session_factory)
+        self.events = EventHub(engine)
 
 
 def get_resources(request: Request) -> AppResources:

@@ -28,11 +28,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from api.app import create_app
-from bench.stack import migrated_postgres
+from bench.stack import in_process_api, migrated_postgres
 from bench.tiers01 import percentile
-from core.secrets import new_secret_key
-from core.settings import Settings
 
 BATCH = 100_000
 # 1,000 filler words; the searched ones are added at known rates.
@@ -104,27 +101,8 @@ async def timed(api: httpx.AsyncClient, params: dict[str, Any], repeat: int) -> 
 
 
 async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings(
-        database_url=url,
-        temporal_address="127.0.0.1:1",  # never reached: the app connects lazily
-        secret_key=new_secret_key(),
-        api_key_pepper="bench",
-        allow_signup=True,
-        api_rate_limit_per_minute=0,
-    )
-    app = create_app(settings=settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://bench") as api,
-    ):
-        created = await api.post(
-            "/api/v1/organizations", json={"name": "bench", "email": "bench@example.com"}
-        )
-        created.raise_for_status()
-        body = created.json()
-        generate_seconds = await generate(url, body["organization_id"], args.traces)
-        api.headers["Authorization"] = f"Bearer {body['api_key']}"
+    async with in_process_api(url) as (api, organization_id):
+        generate_seconds = await generate(url, organization_id, args.traces)
         baseline = await timed(api, {}, args.repeat)
         results = {name: await timed(api, params, args.repeat) for name, params in QUERIES.items()}
     for result in results.values():

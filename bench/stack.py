@@ -17,8 +17,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,8 @@ from core.embedded import (
     wait_for_temporal,
 )
 from core.migrations import upgrade_database
+from core.secrets import new_secret_key
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_TOKEN = "bench-admin-" + uuid.uuid4().hex
@@ -267,3 +269,31 @@ def migrated_postgres() -> Iterator[str]:
             yield url
         finally:
             postgres.stop()
+
+
+@asynccontextmanager
+async def in_process_api(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """The app in this process (over ASGI, no Temporal: it connects lazily)
+    with a new organisation; yields a client sending its API key, and its id."""
+    from api.app import create_app  # the app is heavy to import; most benchmarks run it as a process
+
+    settings = Settings(
+        database_url=database_url,
+        temporal_address="127.0.0.1:1",  # never reached
+        secret_key=new_secret_key(),
+        api_key_pepper="bench",
+        allow_signup=True,
+        api_rate_limit_per_minute=0,
+    )
+    app = create_app(settings=settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as api,
+    ):
+        created = await api.post(
+            "/api/v1/organizations", json={"name": "bench", "email": "bench@example.com"}
+        )
+        created.raise_for_status()
+        body = created.json()
+        api.headers["Authorization"] = f"Bearer {body['api_key']}"
+        yield api, body["organization_id"]

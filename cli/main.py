@@ -51,6 +51,8 @@ def api(
             # Trace ids in paths are not sensitive, but keep access logs off by
             # default: one line per request is noise at ingestion rates.
             access_log=False,
+            # Open event streams never end by themselves: stop waiting for them.
+            timeout_graceful_shutdown=5,
         )
 
 

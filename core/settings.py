@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     classifier_training_cron: str = Field(
         default="0 3 * * *", description="When the schedule retrains Tier 2 models (cron, UTC)."
     )
+    events_keepalive_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often an idle events stream sends a comment line, so proxies keep it open.",
+    )
     retention_cron: str = Field(
         default="15 4 * * *",
         description="When the schedule deletes traces past their organisation's retention (cron, UTC).",

@@ -21,6 +21,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -310,6 +311,27 @@ class Alert(Base):
     delivery_status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
 
 
+class Event(Base):
+    """What happened to an organisation's traces, in order, for
+    ``GET /events`` (core.events). Inserting a row notifies the channel
+    ``aegis_events`` with the organisation's id (a trigger made by migration
+    0010), which wakes the API's open streams. No trace text. The retention
+    schedule deletes events after a week (core.events.KEPT_FOR)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index(None, "organization_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    kind: Mapped[str] = mapped_column(String(32))
+    # No foreign key: the log outlives a deleted trace for the few days it
+    # is kept (it holds ids and verdicts, no text), and a trace deletion
+    # needs no index on it.
+    trace_id: Mapped[uuid.UUID | None]
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[dt.datetime] = _created_at()
+
+
 class AlertChannel(Base):
     """Where an organisation's alerts go: a signed webhook or a Slack-compatible one."""
 
@@ -362,6 +384,48 @@ class UsageMetric(Base):
     input_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(16, 6), default=0, server_default=text("0"))
+
+
+class VerdictRollup(Base):
+    """Hourly count of current final verdicts, behind the analytics API.
+
+    ``hour`` is the hour the trace was created (UTC). Each trace counts once,
+    under the verdict of its current evaluation: a re-evaluation or an
+    expert's override moves it from one row to another (core.analytics).
+    Counters outlive the traces they count: retention deletes trace data,
+    not these numbers.
+    """
+
+    __tablename__ = "verdict_rollups"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[dt.datetime] = mapped_column(Timestamp, primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    decided_by: Mapped[str] = mapped_column(String(32), primary_key=True)
+    severity: Mapped[str] = mapped_column(String(16), primary_key=True)
+    passed: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    evaluations: Mapped[int] = mapped_column(BigInteger)
+
+
+class IssueRollup(Base):
+    """Hourly count of the current evaluations' issues (as VerdictRollup)."""
+
+    __tablename__ = "issue_rollups"
+
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[dt.datetime] = mapped_column(Timestamp, primary_key=True)
+    domain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tier: Mapped[int] = mapped_column(Integer, primary_key=True)
+    category: Mapped[str] = mapped_column(String(64), primary_key=True)
+    severity: Mapped[str] = mapped_column(String(16), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    issues: Mapped[int] = mapped_column(BigInteger)
 
 
 class JudgeConfig(Base):

@@ -107,6 +107,7 @@ async def test_export_of_an_empty_range_and_bad_ranges(org: OrgClient) -> None:
         (naive, "invalid_range", "query.from"),
         ({"to": empty["to"]}, "validation_error", "query.from"),
         ({**empty, "format": "xml"}, "validation_error", "query.format"),
+        ({**empty, "domain": "\x00"}, "validation_error", "query.domain"),
     ):
         response = await org.get("/api/v1/audit/export", params=params)
         body = response.json()["error"]

@@ -15,7 +15,7 @@ from temporalio.service import RPCError
 from core.settings import Settings
 from core.worker import ensure_retention_schedule
 from models.schemas import RetentionSweepInput
-from models.tables import EvaluationResult, Trace, VerdictChange
+from models.tables import EvaluationResult, Event, Trace, VerdictChange
 from tests.helpers import OrgClient
 from workflows.retention import SCHEDULE_ID
 
@@ -88,6 +88,27 @@ async def test_the_retention_run_deletes_exactly_the_expired_traces(
                 select(func.count()).select_from(table).where(table.trace_id.in_(gone))
             )
             assert left == 0, table.__tablename__
+
+    # Events go after a week, whoever they belong to; newer ones stay.
+    async with session_factory() as session, session.begin():
+        old_events = await session.scalar(select(func.max(Event.id)))
+        await session.execute(
+            update(Event)
+            .where(Event.id <= old_events)
+            .values(created_at=func.now() - func.make_interval(0, 0, 0, 8))
+        )
+    recent = await org.submit(output="an answer after the old events")
+    await org.wait_for_evaluation(recent)
+    await temporal_client.execute_workflow(
+        "ApplyRetention",
+        RetentionSweepInput(batch_size=10_000),
+        id=f"retention-test-{uuid.uuid4()}",
+        task_queue=settings.task_queue,
+        result_type=int,
+    )
+    async with session_factory() as session:
+        assert await session.scalar(select(func.count()).where(Event.id <= old_events)) == 0
+        assert await session.scalar(select(func.count()).where(Event.trace_id == uuid.UUID(recent))) >= 1
 
 
 async def test_the_retention_schedule_is_created_once(temporal_client: Client, settings: Settings) -> None:

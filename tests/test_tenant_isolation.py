@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -121,6 +122,15 @@ class Findings:
     def none_of(self, found: Iterable[Any], forbidden: Iterable[Any], what: str) -> None:
         leaked = {str(x) for x in found} & {str(x) for x in forbidden}
         self.check(not leaked, f"{what}: shows A's {sorted(leaked)}")
+
+
+def event_trace_ids(response: httpx.Response) -> set[str]:
+    """The trace ids of the events in a polled (follow=false) events stream."""
+    return {
+        json.loads(line.removeprefix("data: "))["trace_id"]
+        for line in response.text.splitlines()
+        if line.startswith("data: ")
+    }
 
 
 async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
@@ -516,6 +526,8 @@ async def check_a_sees_its_own(a: Tenant, world: World) -> None:
     assert usage["totals"]["evaluations"] >= 3 and usage["totals"]["calls"] >= 1, usage
     judge = await a.ok("GET", "/judge")
     assert len(judge["configs"]) == 2 and judge["month_to_date_cost_usd"] > 0, judge
+    assert (await a.ok("GET", "/analytics/summary"))["traces"] >= 3
+    assert {world.plain, world.alerting} <= event_trace_ids(await a.get("/events", after=0, follow="false"))
     assert world.stuck in ids(await a.get("/stuck-evaluations", older_than_minutes=0.001))
 
 
@@ -617,6 +629,25 @@ async def check_lists_hold_nothing_of_a(
             f"GET /usage {params} counts A's usage",
             usage,
         )
+
+    for path in ("/analytics/summary", "/analytics/issues", "/analytics/models", "/analytics/timeseries"):
+        for params in ({}, *({"domain": name} for name in a_names)):
+            report = await b.get(path, **params)
+            body = report.json()
+            counted = (
+                body.get("traces", 0),
+                body.get("total", 0),
+                len(body.get("models", [])),
+                sum(p["value"] for p in body.get("points", [])),
+            )
+            findings.check(
+                report.status_code == 200 and counted == (0, 0, 0, 0),
+                f"GET {path} {params} counts A's",
+                report,
+            )
+    polled = await b.get("/events", after=0, follow="false")
+    findings.check(polled.status_code == 200, "GET /events for B", polled)
+    findings.none_of(event_trace_ids(polled), a_traces, "GET /events")
 
     judge = await b.get("/judge")
     settings = resources.settings

@@ -194,7 +194,9 @@ async def export_audit(
     ],
     end: Annotated[dt.datetime, Query(alias="to", description="... and before this time.")],
     format: Literal["jsonl", "csv"] = "jsonl",
-    domain: str | None = None,
+    # Checked here, not by the database: once the stream has begun, an error
+    # can no longer become a 422.
+    domain: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]*$")] = None,
 ) -> StreamingResponse:
     """Evaluations stored in ``[from, to)`` with tier verdicts, the final verdict, who decided,
     every override and the pack and model versions, as JSON Lines or CSV."""

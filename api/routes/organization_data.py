@@ -35,7 +35,9 @@ from models.tables import (
     DomainPackVersion,
     EvaluationIssue,
     EvaluationResult,
+    Event,
     ExpertLabel,
+    IssueRollup,
     JudgeCall,
     JudgeConfig,
     ModelVersion,
@@ -44,6 +46,7 @@ from models.tables import (
     Trace,
     UsageMetric,
     VerdictChange,
+    VerdictRollup,
 )
 
 router = APIRouter(tags=["organizations"], responses=AUTHENTICATED_ERRORS)
@@ -66,6 +69,9 @@ EXPORTED = (
     Alert,
     AlertDelivery,
     UsageMetric,
+    VerdictRollup,
+    IssueRollup,
+    Event,
 )
 # Columns never exported: secrets, and what PostgreSQL derives from other
 # columns (binary columns are left out as well: encrypted values and artefacts).

@@ -9,15 +9,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import cast, func, select
 from sqlalchemy.types import Date
 
+from api import timerange
 from api.deps import CurrentCaller, Session
-from api.errors import AUTHENTICATED_ERRORS, invalid_range
+from api.errors import AUTHENTICATED_ERRORS
 from models.tables import UsageMetric
 
 router = APIRouter(tags=["usage"], responses=AUTHENTICATED_ERRORS)
-
-MAX_RANGE = dt.timedelta(days=366)
-EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
 
 class UsageRow(BaseModel):
@@ -55,15 +52,7 @@ async def get_usage(
     domain: str | None = None,
 ) -> UsageReport:
     """Hourly counters summed per UTC day, domain and tier (default: the last 30 days)."""
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            invalid_range(name, "needs a timezone, e.g. 2026-11-01T00:00:00Z")
-        if value is not None and not EARLIEST <= value <= LATEST:
-            invalid_range(name, f"must lie between {EARLIEST.year} and {LATEST.year}")
-    until = until or dt.datetime.now(dt.UTC)
-    since = since or until - dt.timedelta(days=30)
-    if since >= until or until - since > MAX_RANGE:
-        invalid_range("since", "must be before until, at most 366 days earlier")
+    since, until = timerange.resolve(since, until)
     day = cast(func.timezone("UTC", UsageMetric.hour), Date).label("day")
     query = (
         select(

@@ -1,0 +1,52 @@
+"""The organisation's event log behind ``GET /api/v1/events``.
+
+Activities publish an event in the same transaction as the change it
+reports, so an event exists exactly when its change committed, and a
+retried attempt that changes nothing publishes nothing. Events carry ids,
+verdicts and versions, never trace text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.tables import Event
+
+# What the stream reports.
+EVALUATION_COMPLETED = "evaluation.completed"
+REVIEW_REQUESTED = "review.requested"
+VERDICT_OVERRIDDEN = "verdict.overridden"
+ALERT_RAISED = "alert.raised"
+KINDS = (EVALUATION_COMPLETED, REVIEW_REQUESTED, VERDICT_OVERRIDDEN, ALERT_RAISED)
+
+# The PostgreSQL channel an insert into ``events`` notifies (migration 0010).
+CHANNEL = "aegis_events"
+# How long a client can be away and still resume where it left off.
+KEPT_FOR = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    kind: str
+    trace_id: uuid.UUID | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+async def publish(session: AsyncSession, organization_id: uuid.UUID, events: Sequence[NewEvent]) -> None:
+    """Add the events to the organisation's log (one statement)."""
+    if events:
+        await session.execute(
+            insert(Event.__table__).values(
+                [
+                    dict(organization_id=organization_id, kind=e.kind, trace_id=e.trace_id, data=e.data)
+                    for e in events
+                ]
+            )
+        )
