@@ -30,6 +30,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.errors import trace_not_found
 from core import metrics
+from core.db import in_transaction
 from core.judges import (
     JUDGE_TIER,
     ResolvedJudge,
@@ -295,8 +296,9 @@ class JudgeActivities:
     async def _record(
         self, task: JudgeInput, resolved: ResolvedJudge, outcome: JudgeOutcome, cost: float | None
     ) -> None:
-        async with self._sessions() as session, session.begin():
-            inserted = await _write_call(
+
+        async def write(session: AsyncSession) -> bool:
+            return await _write_call(
                 session,
                 task,
                 provider=outcome.provider,
@@ -309,6 +311,10 @@ class JudgeActivities:
                 error_kind=outcome.error_kind,
                 error=outcome.error,
             )
+
+        # The provider has answered (and been paid): a dropped connection
+        # must not make Temporal call it again.
+        inserted = await in_transaction(self._sessions, write)
         if inserted:
             metrics.judge_call(
                 provider=outcome.provider,
@@ -336,7 +342,8 @@ class JudgeActivities:
             sum(e.input_tokens for e in exchanges),
             sum(e.output_tokens for e in exchanges),
         )
-        async with self._sessions() as session, session.begin():
+
+        async def write(session: AsyncSession) -> bool:
             inserted = await _write_call(
                 session,
                 task,
@@ -353,6 +360,9 @@ class JudgeActivities:
             )
             if failure.retryable:
                 await _mark(session, task, TraceStatus.RETRYING, TraceStatus.EVALUATING, TraceStatus.QUEUED)
+            return inserted
+
+        inserted = await in_transaction(self._sessions, write)
         if inserted:
             metrics.judge_call(
                 provider=resolved.config.provider,

@@ -71,10 +71,20 @@ class PersistActivities:
                     )
                     is None
                 )
-            replaced: analytics.CountedEvaluation | None = None
+            # What the rollups count for the trace now, when this result
+            # replaces or rewrites it (a re-evaluation, a retry).
+            before = (
+                await _counted_current(session, task.trace_id, trace)
+                if current and newest is not None
+                else None
+            )
             if current and newest is not None and newest != task.version:
                 # Unmarked first: the partial unique index allows one current row.
-                replaced = await _uncurrent(session, task.trace_id, trace)
+                await session.execute(
+                    update(RESULTS)
+                    .where(RESULTS.c.trace_id == task.trace_id, RESULTS.c.current)
+                    .values(current=False)
+                )
 
             values = dict(
                 organization_id=task.organization_id,
@@ -126,19 +136,6 @@ class PersistActivities:
             ]
             if issues:
                 await session.execute(insert(ISSUES).values(issues))
-            if first_completion and current:
-                counted = analytics.CountedEvaluation(
-                    trace_created_at=trace.created_at,
-                    domain=task.domain,
-                    model=trace.model,
-                    passed=passed,
-                    severity=severity.value,
-                    decided_by=decided_by,
-                    issues=analytics.issues_of(
-                        (i["tier"], i["category"], i["severity"], i["rule_id"]) for i in issues
-                    ),
-                )
-                await analytics.move(session, task.organization_id, replaced, counted)
             if task.version >= wanted:
                 # An older version finishing late does not end a newer one.
                 status = TraceStatus.AWAITING_REVIEW if task.review else TraceStatus.COMPLETED
@@ -163,8 +160,9 @@ class PersistActivities:
                     )
                     .on_conflict_do_nothing(index_elements=["trace_id", "version"])
                 )
+            happened = []
             if first_completion:
-                happened = [
+                happened.append(
                     events.NewEvent(
                         events.EVALUATION_COMPLETED,
                         task.trace_id,
@@ -176,7 +174,7 @@ class PersistActivities:
                             "decided_by": decided_by,
                         },
                     )
-                ]
+                )
                 if task.review is not None:
                     happened.append(
                         events.NewEvent(
@@ -202,7 +200,6 @@ class PersistActivities:
                         reason="automated",
                     )
                 )
-                await add_usage(session, task.organization_id, task.domain, decided_by, evaluations=1)
                 if severity in pack.alerts.severities:
                     alert_id = await session.scalar(
                         insert(ALERTS)
@@ -223,7 +220,6 @@ class PersistActivities:
                             {"alert_id": str(alert_id), "severity": severity.value, "kind": "evaluation"},
                         )
                     )
-                await events.publish(session, task.organization_id, happened)
             alerts_pending = await session.scalar(
                 select(
                     exists().where(
@@ -233,6 +229,24 @@ class PersistActivities:
                     )
                 )
             )
+            # The counters other transactions share come last, so their rows
+            # are locked only until the commit right after.
+            if current:
+                after = analytics.CountedEvaluation(
+                    trace_created_at=trace.created_at,
+                    domain=task.domain,
+                    model=trace.model,
+                    passed=passed,
+                    severity=severity.value,
+                    decided_by=decided_by,
+                    issues=analytics.issues_of(
+                        (i["tier"], i["category"], i["severity"], i["rule_id"]) for i in issues
+                    ),
+                )
+                await analytics.move(session, task.organization_id, before, after)
+            if first_completion:
+                await add_usage(session, task.organization_id, task.domain, decided_by, evaluations=1)
+            await events.publish(session, task.organization_id, happened)
         if first_completion:
             # Counted after the commit, by the attempt that stored the result
             # first: a retry finds it stored and counts nothing. A worker lost
@@ -293,37 +307,34 @@ async def _lock_trace(session: AsyncSession, task: PersistInput) -> LockedTrace:
     return LockedTrace(trace.evaluation_version, trace.model, trace.created_at, newest)
 
 
-async def _uncurrent(
+async def _counted_current(
     session: AsyncSession, trace_id: uuid.UUID, trace: LockedTrace
 ) -> analytics.CountedEvaluation | None:
-    """Unmark the trace's current result; return it as the rollups count it."""
-    old = (
+    """The trace's current result as the rollups count it (None: none yet)."""
+    result = (
         await session.execute(
-            update(RESULTS)
-            .where(RESULTS.c.trace_id == trace_id, RESULTS.c.current)
-            .values(current=False)
-            .returning(
+            select(
                 RESULTS.c.version,
                 RESULTS.c.domain,
                 RESULTS.c.passed,
                 RESULTS.c.severity,
                 RESULTS.c.decided_by,
-            )
+            ).where(RESULTS.c.trace_id == trace_id, RESULTS.c.current)
         )
     ).one_or_none()
-    if old is None:
+    if result is None:
         return None
     issues = await session.execute(
         select(ISSUES.c.tier, ISSUES.c.category, ISSUES.c.severity, ISSUES.c.rule_id).where(
-            ISSUES.c.trace_id == trace_id, ISSUES.c.version == old.version
+            ISSUES.c.trace_id == trace_id, ISSUES.c.version == result.version
         )
     )
     return analytics.CountedEvaluation(
         trace_created_at=trace.created_at,
-        domain=old.domain,
+        domain=result.domain,
         model=trace.model,
-        passed=old.passed,
-        severity=old.severity,
-        decided_by=old.decided_by,
+        passed=result.passed,
+        severity=result.severity,
+        decided_by=result.decided_by,
         issues=analytics.issues_of(tuple(row) for row in issues),
     )

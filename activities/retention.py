@@ -36,8 +36,8 @@ class RetentionActivities:
             )
             .limit(task.batch_size)
         )
-        # The oldest events of every organisation (the log is in id order):
-        # those of them past core.events.KEPT_FOR go.
+        # The oldest events in the log, whichever organisation's (the log is
+        # in id order): those of them past core.events.KEPT_FOR go.
         oldest_events = (
             select(Event.id, Event.created_at).order_by(Event.id).limit(task.batch_size).subquery()
         )

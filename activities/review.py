@@ -191,15 +191,6 @@ class ReviewActivities:
                         details={"label_id": str(deciding.id), "reviewer": deciding.reviewer},
                     )
                 )
-            if changed and result.current:
-                # Issues stay as they are; only the verdict the trace counts under moves.
-                await analytics.move(
-                    session,
-                    task.organization_id,
-                    _counted(trace, result.domain, before),
-                    _counted(trace, result.domain, verdict),
-                )
-            await events.publish(session, task.organization_id, happened)
             result.passed = verdict.passed
             result.severity = verdict.severity.value
             result.decided_by = verdict.decided_by
@@ -219,8 +210,20 @@ class ReviewActivities:
             await _resolve_review(session, task.trace_id, task.version, "labelled", now)
             if task.version >= trace.evaluation_version:
                 trace.status = TraceStatus.COMPLETED.value
+            await session.flush()
+            # The counters other transactions share come last, so their rows
+            # are locked only until the commit right after.
+            if changed and result.current:
+                # Issues stay as they are; only the verdict the trace counts under moves.
+                await analytics.move(
+                    session,
+                    task.organization_id,
+                    _counted(trace, result.domain, before),
+                    _counted(trace, result.domain, verdict),
+                )
             if len(labels) == 1:
                 await add_usage(session, task.organization_id, trace.domain, EXPERT, evaluations=1)
+            await events.publish(session, task.organization_id, happened)
         return LabelResult(
             label_id=task.label_id,
             verdict=verdict,

@@ -13,6 +13,7 @@ from temporalio import activity
 from activities.errors import trace_not_found
 from core import events
 from core.classifier_models import ModelStore
+from core.db import autocommit_sessions
 from core.packs import PackResolver, published_version
 from evaluators import classifier
 from evaluators.classifier import ModelArtefactError
@@ -60,8 +61,10 @@ def _elapsed_ms(started: float) -> float:
 class TierActivities:
     def __init__(self, session_factory: async_sessionmaker[AsyncSession], packs: PackResolver) -> None:
         self._sessions = session_factory
+        # For the reads and the one-statement update that need no transaction.
+        self._statements = autocommit_sessions(session_factory)
         self._packs = packs
-        self._models = ModelStore(session_factory)
+        self._models = ModelStore(self._statements)
         self._alerted_models: set[tuple[uuid.UUID, str]] = set()
 
     async def _start(self, task: TierInput) -> tuple[TraceText, int | None]:
@@ -75,7 +78,7 @@ class TierActivities:
             .values(status=evaluating)
             .returning(*TRACE_TEXT, published_version(task.organization_id, task.domain))
         )
-        async with self._sessions() as session, session.begin():
+        async with self._statements() as session:  # autocommit: the update commits by itself
             row = (await session.execute(statement)).first()
         if row is None:
             raise trace_not_found()
@@ -86,7 +89,7 @@ class TierActivities:
         statement = select(*TRACE_TEXT).where(
             TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id
         )
-        async with self._sessions() as session:
+        async with self._statements() as session:
             row = (await session.execute(statement)).first()
         if row is None:
             raise trace_not_found()
@@ -233,21 +236,6 @@ class TierActivities:
         self._alerted_models.add(key)
         alert_id = uuid.uuid4()
         async with self._sessions() as session, session.begin():
-            await events.publish(
-                session,
-                task.organization_id,
-                [
-                    events.NewEvent(
-                        events.ALERT_RAISED,
-                        task.trace_id,
-                        {
-                            "alert_id": str(alert_id),
-                            "severity": Severity.HIGH.value,
-                            "kind": "classifier_model_unreadable",
-                        },
-                    )
-                ],
-            )
             session.add(
                 Alert(
                     id=alert_id,
@@ -259,6 +247,15 @@ class TierActivities:
                     f"({problem}); traces go to the judge until a model is trained or rolled back.",
                     details={"domain": task.domain},
                 )
+            )
+            await session.flush()
+            raised = {
+                "alert_id": str(alert_id),
+                "severity": Severity.HIGH.value,
+                "kind": "classifier_model_unreadable",
+            }
+            await events.publish(
+                session, task.organization_id, [events.NewEvent(events.ALERT_RAISED, task.trace_id, raised)]
             )
 
     def all(self) -> list[object]:

@@ -20,6 +20,7 @@ from temporalio.client import Client
 from api.dispatcher import Dispatcher
 from api.errors import ApiError
 from api.event_hub import EventHub
+from core.db import autocommit_sessions
 from core.packs import PackResolver
 from core.settings import Settings
 from models.tables import ApiKey
@@ -49,13 +50,10 @@ class AppResources:
     autocommit_sessions: async_sessionmaker[AsyncSession] = field(init=False)
 
     def __post_init__(self) -> None:
-        engine = self.session_factory.kw["bind"]
-        self.autocommit_sessions = async_sessionmaker(
-            engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-        )
-        self.packs = PackResolver(self.session_factory)
+        self.autocommit_sessions = autocommit_sessions(self.session_factory)
+        self.packs = PackResolver(self.autocommit_sessions)
         self.dispatcher = Dispatcher(self.temporal, self.settings, self.session_factory)
-        self.events = EventHub(engine)
+        self.events = EventHub(self.session_factory.kw["bind"])
 
 
 def get_resources(request: Request) -> AppResources:

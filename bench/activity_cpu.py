@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m bench.activity_cpu [--traces 300]
+    python -m bench.activity_cpu [--traces 300] [--rounds 2]
 
 Starts an embedded PostgreSQL, stores ``--traces`` healthcare traces of the
 labelled set, and calls the activities' own methods on each, as a workflow
@@ -12,7 +12,10 @@ baseline is the cheapest database access an activity can make: a session
 reading one row by primary key. Each activity is also reported as a
 multiple of it, which is what to compare across machines and changes. The
 first traces warm the caches (the shipped pack is compiled on first use) and
-are not counted.
+are not counted. It runs twice per round, alternating: on a pool like the
+worker's (connections not checked before use) and on one that checks each
+at checkout (SQLAlchemy's pre-ping, as the API's), and reports both and what
+the check costs per session.
 
 Prints one JSON object.
 """
@@ -58,8 +61,8 @@ class CpuClock:
         return result
 
 
-async def measure(database_url: str, count: int) -> dict[str, Any]:
-    engine = create_engine(Settings(database_url=database_url))
+async def measure(database_url: str, count: int, *, pre_ping: bool) -> dict[str, Any]:
+    engine = create_engine(Settings(database_url=database_url), pre_ping=pre_ping)
     sessions = create_session_factory(engine)
     packs = PackResolver(sessions)
     tiers, persist = TierActivities(sessions, packs), PersistActivities(sessions, packs)
@@ -110,18 +113,36 @@ async def measure(database_url: str, count: int) -> dict[str, Any]:
     per_call_ms = {name: 1000 * seconds / count for name, seconds in clock.seconds.items()}
     baseline = per_call_ms["baseline_read_one_row"]
     return {
-        "traces": count,
         "cpu_ms_per_call": {name: round(ms, 3) for name, ms in per_call_ms.items()},
-        "over_baseline": {name: round(ms / baseline, 1) for name, ms in per_call_ms.items()},
+        "over_baseline": {name: round(ms / baseline, 2) for name, ms in per_call_ms.items()},
     }
+
+
+async def compare(database_url: str, count: int, rounds: int) -> dict[str, Any]:
+    """The worker's pool (no check before use) and the API's (a check per
+    checkout), alternating, and the CPU the check costs per session."""
+    runs: dict[str, list[dict[str, Any]]] = {"worker_pool": [], "pool_with_pre_ping": []}
+    for _ in range(rounds):
+        runs["worker_pool"].append(await measure(database_url, count, pre_ping=False))
+        runs["pool_with_pre_ping"].append(await measure(database_url, count, pre_ping=True))
+    result: dict[str, Any] = {"traces": count, "rounds": rounds}
+    for name, measured in runs.items():
+        result[name] = {
+            key: {call: round(sum(m[key][call] for m in measured) / rounds, 3) for call in measured[0][key]}
+            for key in ("cpu_ms_per_call", "over_baseline")
+        }
+    reads = [result[name]["cpu_ms_per_call"]["baseline_read_one_row"] for name in runs]
+    result["pre_ping_ms_per_session"] = round(reads[1] - reads[0], 3)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--traces", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with migrated_postgres() as url:
-        print(json.dumps(asyncio.run(measure(url, args.traces))))
+        print(json.dumps(asyncio.run(compare(url, args.traces, args.rounds))))
 
 
 if __name__ == "__main__":

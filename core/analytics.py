@@ -2,7 +2,7 @@
 
 Each trace counts once, in the hour it was created, under the verdict of its
 current evaluation, and so do that evaluation's issues. Whoever changes
-which verdict is current calls ``count`` in the same transaction: minus
+which verdict is current calls ``move`` in the same transaction: minus
 the old, plus the new. That is persist (a first or a newer evaluation) and
 apply_expert_label (an override). A retried attempt changes nothing, so it
 counts nothing.
@@ -19,8 +19,9 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import Table, delete, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -55,69 +56,44 @@ def hour_of(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
-async def count(
-    session: AsyncSession, organization_id: uuid.UUID, evaluation: CountedEvaluation, sign: int
-) -> None:
-    """Add (``sign=1``) or take away (``-1``) one evaluation and its issues."""
-    key = dict(
-        organization_id=organization_id,
-        hour=hour_of(evaluation.trace_created_at),
-        domain=evaluation.domain,
-        model=evaluation.model,
-    )
-    verdict = insert(VERDICTS).values(
-        **key,
-        decided_by=evaluation.decided_by,
-        severity=evaluation.severity,
-        passed=evaluation.passed,
-        evaluations=sign,
-    )
-    await session.execute(
-        verdict.on_conflict_do_update(
-            constraint=VERDICTS.primary_key,
-            set_={"evaluations": VERDICTS.c.evaluations + verdict.excluded.evaluations},
-        )
-    )
-    if not evaluation.issues:
-        return
-    # One row per key (a statement may not touch a row twice), in key order
-    # so that concurrent writers lock rows in the same order.
-    per_key = Counter(evaluation.issues)
-    ordered = sorted(per_key, key=lambda i: (i.tier, i.category, i.severity, i.rule_id))
-    issues = insert(ISSUES).values(
-        [
-            dict(
-                **key,
-                tier=i.tier,
-                category=i.category,
-                severity=i.severity,
-                rule_id=i.rule_id,
-                issues=sign * per_key[i],
-            )
-            for i in ordered
-        ]
-    )
-    await session.execute(
-        issues.on_conflict_do_update(
-            constraint=ISSUES.primary_key,
-            set_={"issues": ISSUES.c.issues + issues.excluded.issues},
-        )
-    )
-
-
 async def move(
     session: AsyncSession,
     organization_id: uuid.UUID,
     before: CountedEvaluation | None,
     after: CountedEvaluation | None,
 ) -> None:
-    """The trace's current evaluation changed from ``before`` to ``after``."""
-    if before == after:
+    """The trace's current evaluation changed from ``before`` to ``after``
+    (None: none). One upsert per table with the net change of each row, in
+    key order: concurrent transactions lock the rows they share in the same
+    order, so two moves cannot deadlock on them."""
+    verdicts: Counter[tuple[Any, ...]] = Counter()
+    issues: Counter[tuple[Any, ...]] = Counter()
+    for evaluation, sign in ((before, -1), (after, 1)):
+        if evaluation is None:
+            continue
+        key = (organization_id, hour_of(evaluation.trace_created_at), evaluation.domain, evaluation.model)
+        verdicts[(*key, evaluation.decided_by, evaluation.severity, evaluation.passed)] += sign
+        for issue in evaluation.issues:
+            issues[(*key, issue.tier, issue.category, issue.severity, issue.rule_id)] += sign
+    await _add(session, VERDICTS, "evaluations", verdicts)
+    await _add(session, ISSUES, "issues", issues)
+
+
+async def _add(session: AsyncSession, table: Table, counter: str, deltas: Counter[tuple[Any, ...]]) -> None:
+    """Add each non-zero delta to the row of its primary key."""
+    changed = sorted((key, delta) for key, delta in deltas.items() if delta)
+    if not changed:
         return
-    if before is not None:
-        await count(session, organization_id, before, -1)
-    if after is not None:
-        await count(session, organization_id, after, 1)
+    names = [column.name for column in table.primary_key.columns]
+    statement = insert(table).values(
+        [dict(zip(names, key, strict=True), **{counter: delta}) for key, delta in changed]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            constraint=table.primary_key,
+            set_={counter: table.c[counter] + statement.excluded[counter]},
+        )
+    )
 
 
 _HOUR = "date_trunc('hour', t.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.settings import Settings
+
+T = TypeVar("T")
 
 
 def async_database_url(url: str) -> str:
@@ -16,12 +22,18 @@ def async_database_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
+def create_engine(settings: Settings, *, url: str | None = None, pre_ping: bool = True) -> AsyncEngine:
+    """``pre_ping``: check each connection as it leaves the pool, so that no
+    work fails on one PostgreSQL dropped. SQLAlchemy's check is three round
+    trips (BEGIN, an empty query, ROLLBACK). The worker turns it off: an
+    activity that meets a dropped connection fails, the pool replaces its
+    connections, and Temporal retries the activity; a write that must not
+    be retried that way uses ``in_transaction``."""
     return create_async_engine(
         async_database_url(url or settings.require_database_url()),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         # Statement parameters hold trace text and prompts: a database error
         # must not carry them into logs or Temporal failure messages.
         hide_parameters=True,
@@ -32,3 +44,32 @@ def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def autocommit_sessions(sessions: async_sessionmaker[AsyncSession]) -> async_sessionmaker[AsyncSession]:
+    """Sessions on the same pool whose every statement commits on its own:
+    a single read or write costs one round trip instead of three (BEGIN,
+    the statement, COMMIT or ROLLBACK). Only for work that is one statement
+    or needs no transaction: ``session.begin()`` on them does not make
+    several statements atomic."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    return async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+
+
+async def in_transaction(
+    sessions: async_sessionmaker[AsyncSession], work: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """``work(session)`` in a transaction, run once more on a fresh
+    connection when the pooled one turns out to have been dropped.
+
+    For idempotent writes whose failure would make Temporal retry something
+    costly (the judge's record of a call the provider has been paid for),
+    on a pool that does not check connections before use."""
+    try:
+        async with sessions() as session, session.begin():
+            return await work(session)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    async with sessions() as session, session.begin():
+        return await work(session)

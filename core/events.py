@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,13 +41,26 @@ class NewEvent:
 
 
 async def publish(session: AsyncSession, organization_id: uuid.UUID, events: Sequence[NewEvent]) -> None:
-    """Add the events to the organisation's log (one statement)."""
-    if events:
-        await session.execute(
-            insert(Event.__table__).values(
-                [
-                    dict(organization_id=organization_id, kind=e.kind, trace_id=e.trace_id, data=e.data)
-                    for e in events
-                ]
-            )
+    """Add the events to the organisation's log. Call it last in the
+    transaction, right before the commit.
+
+    A stream reads the log by id, so an organisation's events must become
+    visible in id order: an event whose id is taken before another's but
+    committed after it would be skipped by a reader already past the later
+    one. The transaction-scoped lock below makes the writers of one
+    organisation take ids and commit one after another; taken last, it is
+    held only for the insert and the commit.
+    """
+    if not events:
+        return
+    await session.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(f"events:{organization_id}", 0)))
+    )
+    await session.execute(
+        insert(Event.__table__).values(
+            [
+                dict(organization_id=organization_id, kind=e.kind, trace_id=e.trace_id, data=e.data)
+                for e in events
+            ]
         )
+    )

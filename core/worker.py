@@ -31,7 +31,7 @@ from activities.review import ReviewActivities
 from activities.tiers import TierActivities
 from activities.training import TrainingActivities
 from core import metrics
-from core.db import create_engine, create_session_factory
+from core.db import autocommit_sessions, create_engine, create_session_factory
 from core.packs import PackResolver
 from core.sandbox import workflow_runner
 from core.settings import Settings
@@ -59,7 +59,8 @@ def build_workers(
     holds across every worker polling it, so LLM capacity is scaled and
     limited apart from the rest.
     """
-    packs = PackResolver(session_factory)
+    # The resolver only reads, one statement at a time.
+    packs = PackResolver(autocommit_sessions(session_factory))
     shutdown = timedelta(seconds=settings.worker_graceful_shutdown_seconds)
     workers = []
     if settings.worker_queues in ("all", "evaluations"):
@@ -174,7 +175,7 @@ async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
 
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
-    engine = create_engine(settings)
+    engine = create_engine(settings, pre_ping=False)
     # One Temporal runtime for the process, created before the client. With
     # metrics on, the SDK serves its own on a loopback port that the
     # worker's endpoint passes on: one port to scrape per process.

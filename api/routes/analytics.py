@@ -4,7 +4,8 @@ Every answer is summed from the hourly rollups (core.analytics) and, for
 spend, the hourly usage counters, so its cost follows the number of hours
 in the range, not the number of traces. A trace counts in the hour it was
 created, under its current verdict (an expert's override included). Ranges
-are whole hours: ``since`` is rounded down to its hour.
+are whole hours: ``since`` is rounded down to its hour and ``until`` up, and
+the answer says which range it covers.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ router = APIRouter(prefix="/analytics", tags=["analytics"], responses=AUTHENTICA
 
 Since = Annotated[dt.datetime | None, Query(description="Start (default: 30 days before until).")]
 Until = Annotated[dt.datetime | None, Query(description="End, exclusive (default: now).")]
+NO_NUL = r"^[^\x00]*$"
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Scope:
         """``query`` over ``table``'s hourly rows in scope (``by_model``: the table has a model)."""
         query = query.where(
             table.c.organization_id == self.organization_id,
-            table.c.hour >= hour_of(self.since),
+            table.c.hour >= self.since,
             table.c.hour < self.until,
         )
         if self.domain:
@@ -62,11 +64,15 @@ def in_scope(
     caller: CurrentCaller,
     since: Since = None,
     until: Until = None,
-    domain: Annotated[str | None, Query(max_length=64)] = None,
-    model: Annotated[str | None, Query(max_length=200)] = None,
+    domain: Annotated[str | None, Query(max_length=64, pattern=NO_NUL)] = None,
+    model: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
 ) -> Scope:
     since, until = timerange.resolve(since, until)
-    return Scope(caller.organization_id, since, until, domain, model)
+    # Whole hours, as the counters are kept: since rounded down, until up.
+    rounded_until = hour_of(until)
+    if rounded_until < until:
+        rounded_until += dt.timedelta(hours=1)
+    return Scope(caller.organization_id, hour_of(since), rounded_until, domain, model)
 
 
 InScope = Annotated[Scope, Depends(in_scope)]
@@ -242,7 +248,7 @@ async def summary(scope: InScope, session: Session) -> Summary:
 
 def _bucket_starts(since: dt.datetime, until: dt.datetime, interval: Interval) -> list[dt.datetime]:
     """Every bucket that overlaps [since, until), in UTC."""
-    start = hour_of(since)
+    start = since
     if interval is not Interval.HOUR:
         start = start.replace(hour=0)
     if interval is Interval.WEEK:

@@ -5,7 +5,9 @@ line. A client that reconnects with ``Last-Event-ID: <n>`` (browsers'
 EventSource does so by itself) or ``?after=<n>`` gets everything after
 ``n`` that is still kept (a week, core.events.KEPT_FOR), then the live
 events. Without either it gets only events from now on. ``follow=false``
-sends what is there and ends: for clients that poll.
+sends what is there (after the cursor, or all that is kept) and ends: for
+clients that poll. A stream whose API key is revoked ends at its next
+keep-alive.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ from fastapi.responses import StreamingResponse
 from pydantic_core import to_jsonable_python
 from sqlalchemy import func, select
 
-from api.deps import AppResources, CurrentCaller, Resources
+from api.deps import AppResources, Caller, CurrentCaller, Resources
 from api.errors import AUTHENTICATED_ERRORS, ApiError
-from models.tables import Event
+from models.tables import ApiKey, Event
 
 router = APIRouter(tags=["events"], responses=AUTHENTICATED_ERRORS)
 
 BATCH = 500
+LARGEST_ID = 2**63 - 1  # a bigint: a larger cursor would fail in the database, after the stream began
 
 
 def _cursor(last_event_id: str | None, after: int | None) -> int | None:
@@ -38,7 +41,7 @@ def _cursor(last_event_id: str | None, after: int | None) -> int | None:
         cursor = int(last_event_id)
     except ValueError:
         cursor = -1
-    if cursor < 0:
+    if not 0 <= cursor <= LARGEST_ID:
         raise ApiError(
             422,
             "invalid_last_event_id",
@@ -61,7 +64,7 @@ def _frame(event: Event) -> bytes:
 
 
 async def _newest(resources: AppResources, organization_id: uuid.UUID) -> int:
-    async with resources.session_factory() as session:
+    async with resources.autocommit_sessions() as session:
         newest = await session.scalar(
             select(func.max(Event.id)).where(Event.organization_id == organization_id)
         )
@@ -69,7 +72,7 @@ async def _newest(resources: AppResources, organization_id: uuid.UUID) -> int:
 
 
 async def _after(resources: AppResources, organization_id: uuid.UUID, cursor: int) -> list[Event]:
-    async with resources.session_factory() as session:
+    async with resources.autocommit_sessions() as session:
         return list(
             await session.scalars(
                 select(Event)
@@ -80,14 +83,23 @@ async def _after(resources: AppResources, organization_id: uuid.UUID, cursor: in
         )
 
 
+async def _key_still_valid(resources: AppResources, caller: Caller) -> bool:
+    async with resources.autocommit_sessions() as session:
+        revoked = await session.scalar(select(ApiKey.revoked_at).where(ApiKey.id == caller.api_key_id))
+    return revoked is None
+
+
 async def _stream(
-    resources: AppResources, organization_id: uuid.UUID, cursor: int | None, follow: bool
+    resources: AppResources, caller: Caller, cursor: int | None, follow: bool
 ) -> AsyncIterator[bytes]:
     keepalive = resources.settings.events_keepalive_seconds
+    organization_id = caller.organization_id
     # Subscribed before the first read, so nothing stored in between is missed.
-    async with resources.events.subscribe(organization_id) if follow else contextlib.nullcontext() as wake:
+    subscription = resources.events.subscribe(organization_id) if follow else contextlib.nullcontext()
+    async with subscription as wake:
         if cursor is None:
-            cursor = await _newest(resources, organization_id)
+            # Following: from now on. Polling: everything kept.
+            cursor = await _newest(resources, organization_id) if follow else 0
         yield b"retry: 2000\n\n"  # how long EventSource waits before reconnecting
         while True:
             if wake is not None:
@@ -103,6 +115,8 @@ async def _stream(
             try:
                 await asyncio.wait_for(wake.wait(), keepalive)
             except TimeoutError:
+                if not await _key_still_valid(resources, caller):
+                    return  # a revoked key ends the streams it opened
                 yield b": keep-alive\n\n"
 
 
@@ -114,7 +128,9 @@ async def _stream(
 async def stream_events(
     caller: CurrentCaller,
     resources: Resources,
-    after: Annotated[int | None, Query(ge=0, description="Send the events after this id.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=LARGEST_ID, description="Send the events after this id.")
+    ] = None,
     follow: Annotated[bool, Query(description="Keep the stream open for new events.")] = True,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
@@ -122,7 +138,7 @@ async def stream_events(
     the organisation's events as they happen, resumable."""
     cursor = _cursor(last_event_id, after)
     return StreamingResponse(
-        _stream(resources, caller.organization_id, cursor, follow),
+        _stream(resources, caller, cursor, follow),
         media_type="text/event-stream",
         # Proxies must not buffer or cache a live stream.
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
