@@ -15,7 +15,7 @@ from temporalio import activity
 
 from core.events import KEPT_FOR
 from models.schemas import RetentionSweepInput, RetentionSweepResult
-from models.tables import Event, Organization, Trace
+from models.tables import ConsoleSession, Event, Organization, Trace
 
 
 class RetentionActivities:
@@ -60,5 +60,7 @@ class RetentionActivities:
                     )
                 ).all()
             )
+            # Console sign-ins past their expiry (few: one row per sign-in).
+            await session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < func.now()))
         activity.logger.info("retention deleted %d traces and %d events", deleted, events_deleted)
         return RetentionSweepResult(deleted=deleted, remaining=task.batch_size in (deleted, events_deleted))

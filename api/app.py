@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api import console
 from api.deps import AppResources
 from api.errors import install_error_handlers
 from api.metrics import RequestMetrics
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
     app.include_router(usage.router, prefix="/api/v1")
     app.include_router(analytics.router, prefix="/api/v1")
     app.include_router(events.router, prefix="/api/v1")
+    console.install(app)
     app.include_router(alerts.router, prefix="/api/v1")
     app.include_router(audit.router, prefix="/api/v1")
     app.include_router(models.router, prefix="/api/v1")

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     classifier_training_cron: str = Field(
         default="0 3 * * *", description="When the schedule retrains Tier 2 models (cron, UTC)."
     )
+    console_secure_cookies: bool = Field(
+        default=True,
+        description="Mark the web console's cookies Secure (HTTPS only; browsers count localhost as secure). "
+        "Turn off only to serve the console over plain HTTP on another host.",
+    )
     events_keepalive_seconds: float = Field(
         default=15.0,
         gt=0,

@@ -93,6 +93,25 @@ class ApiKey(Base):
     revoked_at: Mapped[dt.datetime | None]
 
 
+class ConsoleSession(Base):
+    """A signed-in web console user: an API key exchanged for a cookie.
+
+    Only the sha256 of the cookie's token is stored. A session ends at
+    ``expires_at``, at sign-out, or when its API key is revoked."""
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index(None, "api_key_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    organization_id: Mapped[uuid.UUID] = _org_fk()
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    # Every form of the session carries it; a POST without it is refused.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created_at()
+    expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+
+
 # What full-text search (GET /traces?q=) matches: the words of a trace's input
 # and output, without stemming (trace text is technical, often not English),
 # stored with the row so that a search never recomputes it. Capped, so that a

@@ -220,3 +220,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item (``rep_call``): a fixture's
+    teardown can then tell whether the test failed (and take a screenshot)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

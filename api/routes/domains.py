@@ -134,8 +134,11 @@ async def get_domain(
 
 async def _read_pack(request: Request) -> dict[str, Any]:
     """The body as a mapping: YAML when the content type says so, else JSON."""
-    body = await request.body()
-    content_type = request.headers.get("content-type", "")
+    return parse_pack_text(await request.body(), request.headers.get("content-type", ""))
+
+
+def parse_pack_text(body: bytes, content_type: str) -> dict[str, Any]:
+    """A pack's text as a mapping (YAML or JSON, by ``content_type``); 422 ``invalid_pack`` otherwise."""
     try:
         data = yaml.safe_load(body) if "yaml" in content_type else json.loads(body)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -187,7 +190,8 @@ async def _publish(
     return _detail(pack, "organization")
 
 
-async def _latest_version(session: Session, caller: CurrentCaller, name: str) -> int | None:
+async def latest_version(session: Session, caller: CurrentCaller, name: str) -> int | None:
+    """The organisation's newest published version of ``name`` (None: none)."""
     return await session.scalar(
         select(func.max(DomainPackVersion.version)).where(
             DomainPackVersion.organization_id == caller.organization_id, DomainPackVersion.name == name
@@ -204,7 +208,10 @@ async def _latest_version(session: Session, caller: CurrentCaller, name: str) ->
 )
 async def create_domain(request: Request, caller: CurrentCaller, session: Session) -> DomainDetail:
     """Publish a new pack (version 1) for the organisation."""
-    data = await _read_pack(request)
+    return await publish_new_pack(session, caller, await _read_pack(request))
+
+
+async def publish_new_pack(session: Session, caller: CurrentCaller, data: dict[str, Any]) -> DomainDetail:
     name = data.get("name")
     if isinstance(name, str) and name in available_domains():
         raise ApiError(
@@ -213,7 +220,7 @@ async def create_domain(request: Request, caller: CurrentCaller, session: Sessio
             "A shipped pack has this name; choose another and use 'extends'",
             [{"field": "body.name", "message": "name of a shipped pack"}],
         )
-    if isinstance(name, str) and await _latest_version(session, caller, name) is not None:
+    if isinstance(name, str) and await latest_version(session, caller, name) is not None:
         raise ApiError(
             409,
             "pack_exists",
@@ -233,12 +240,18 @@ async def publish_domain_version(
     name: str, request: Request, caller: CurrentCaller, session: Session
 ) -> DomainDetail:
     """Publish the next version of one of the organisation's packs. Running evaluations keep theirs."""
-    latest = await _latest_version(session, caller, name)
+    latest = await latest_version(session, caller, name)
     if latest is None:
         raise ApiError(
             404, "not_found", "No such pack of this organisation; POST /api/v1/domains creates one"
         )
     data = await _read_pack(request)
+    return await publish_next_version(session, caller, name, data, latest)
+
+
+async def publish_next_version(
+    session: Session, caller: CurrentCaller, name: str, data: dict[str, Any], latest: int
+) -> DomainDetail:
     if data.get("name") != name:
         raise ApiError(
             422,

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import ARRAY, Select, Uuid, any_, bindparam, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import CurrentCaller, Resources, Session
 from api.errors import AUTHENTICATED_ERRORS, ApiError, error_responses, validation_details
@@ -129,7 +130,7 @@ async def list_traces(
         query = query.where(Trace.model == model)
     query = within(query, Trace.created_at, since, until)
     if q:
-        query = await _searching(session, query, q)
+        query = await narrow_to_search(session, query, q)
     rows = list(await session.scalars(paginate(query, Trace.created_at, Trace.id, cursor, limit)))
     page, next_cursor = split_page(rows, limit, lambda t: (t.created_at, t.id))
     items = [TraceSummary.model_validate(_trace_fields(t)) for t in page]
@@ -140,7 +141,7 @@ async def list_traces(
 SEARCH_CANDIDATES = 5_000
 
 
-async def _searching(session: Session, query: Select[Any], q: str) -> Select[Any]:
+async def narrow_to_search(session: AsyncSession, query: Select[Any], q: str) -> Select[Any]:
     """``query`` narrowed to the traces whose text matches ``q``.
 
     The newest matches of a frequent word are found fastest by walking the
