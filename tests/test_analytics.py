@@ -119,6 +119,8 @@ async def test_analytics_follow_evaluations_overrides_and_reevaluations(
     again = (await org.get("/api/v1/analytics/summary", params=today())).json()
     assert (again["traces"], again["passed"]) == (3, 1)
     assert again["issues"] == before["issues"]
+    assert set(again["issues"]["by_domain"]) == {"generic", "healthcare"}
+    assert sum(again["issues"]["by_domain"].values()) == again["issues"]["total"]
     await assert_rollups_match_evaluations(session_factory, org.organization_id)
 
     stored = await current_verdicts(session_factory, org.organization_id)

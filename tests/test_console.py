@@ -3,6 +3,7 @@ organisation scoping, the trace explorer and the evaluation detail."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from http.cookies import SimpleCookie
@@ -149,6 +150,10 @@ async def test_explorer_finds_a_trace_and_its_detail_highlights_the_evidence(
     assert theirs not in found.text
     assert theirs not in (await browser.get("/console/traces", q="zebra")).text
     assert ours not in (await browser.get("/console/traces", verdict="pass", model="console-model")).text
+    today = dt.datetime.now(dt.UTC).date()
+    assert ours in (await browser.get("/console/traces", since=str(today), until=str(today))).text
+    assert ours not in (await browser.get("/console/traces", since=str(today + dt.timedelta(days=1)))).text
+    assert (await browser.get("/console/traces", since="2026-13-01")).status_code == 422
 
     detail = await browser.get(f"/console/traces/{ours}")
     assert detail.status_code == 200

@@ -129,10 +129,13 @@ async def test_label_a_review_with_the_keyboard_and_the_next_loads_in_place(
     await page.goto(f"{live_api.url}/console/reviews")
     await expect(page.locator(f'.queue a[data-trace="{trace_id}"]')).to_have_attribute("aria-current", "true")
     await picture(page, "review-queue")
-    await page.evaluate("window.stillTheSamePage = true")
 
     await page.get_by_label("Reviewer").fill("dr.keys")
     await page.keyboard.press("Tab")  # out of the text field, onto the verdict
+    await page.keyboard.press("c")  # claim (a form: the page loads again)
+    await expect(page.get_by_role("status")).to_contain_text("Claimed by dr.keys")
+    await expect(page.get_by_label("Reviewer")).to_have_value("dr.keys")  # remembered
+    await page.evaluate("window.stillTheSamePage = true")
     await page.keyboard.press("f")
     await expect(page.locator("#verdict-fail")).to_be_checked()
     await page.keyboard.press("Enter")

@@ -16,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.console import auth
 from api.console.charts import HEIGHT, WIDTH, stacked_bars
@@ -43,7 +43,7 @@ from evaluators.escalation import TIER_NAMES
 from evaluators.sanitize import sanitise
 from evaluators.types import Severity
 from models.schemas import ExpertLabelIn, TraceStatus
-from models.tables import EvaluationResult, Trace
+from models.tables import EvaluationResult, ExpertLabel, Trace
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -138,19 +138,12 @@ async def overview(
     """Traces per day with their verdicts, pass rate, the share each tier
     settled, issues by severity and judge spend, over a range of days."""
     try:
-        until = dt.date.fromisoformat(until_) if until_ else dt.datetime.now(dt.UTC).date()
-        since = dt.date.fromisoformat(since_) if since_ else until - dt.timedelta(days=13)
-        if not (2000 <= since.year <= 2199 and 2000 <= until.year <= 2199):
-            raise ValueError("out of range")
-    except ValueError:
-        return _page(
-            request,
-            "error.html",
-            {"user": user, "message": "Dates are YYYY-MM-DD, between 2000 and 2199."},
-            422,
-        )
+        until = _day(until_) or dt.datetime.now(dt.UTC).date()
+        since = _day(since_) or until - 13 * DAY
+    except ApiError as error:
+        return _page(request, "error.html", {"user": user, "message": error.message}, error.status_code)
     start = dt.datetime.combine(since, dt.time(), dt.UTC)
-    end = dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), dt.UTC)
+    end = dt.datetime.combine(until, dt.time(), dt.UTC) + DAY
     try:
         scope = analytics.in_scope(user.caller, start, end, domain or None, None)
         async with resources.session_factory() as session:
@@ -237,6 +230,22 @@ class Verdict(StrEnum):
     FAIL = "fail"
 
 
+DAY = dt.timedelta(days=1)
+
+
+def _day(value: str | None) -> dt.date | None:
+    """A date field's value (YYYY-MM-DD, years 2000-2199); empty means none."""
+    if not value:
+        return None
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        day = None
+    if day is None or not 2000 <= day.year <= 2199:
+        raise ApiError(422, "validation_error", "Dates are YYYY-MM-DD, between 2000 and 2199.")
+    return day
+
+
 def _choice(kind: type[Choice], value: str | None, name: str) -> Choice | None:
     """A select's value: empty means any; anything else must be one of ``kind``."""
     if not value:
@@ -259,6 +268,8 @@ async def traces(
     verdict: Annotated[str | None, Query(max_length=8)] = None,
     severity_: Annotated[str | None, Query(alias="severity", max_length=16)] = None,
     decided_by: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[str | None, Query(max_length=10)] = None,
+    until: Annotated[str | None, Query(max_length=10)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """The trace explorer: filters, full-text search, newest first, a page at a time."""
@@ -266,6 +277,7 @@ async def traces(
         status = _choice(TraceStatus, status_, "status")
         severity = _choice(Severity, severity_, "severity")
         verdict = _choice(Verdict, verdict, "verdict")
+        first_day, last_day = _day(since), _day(until)
     except ApiError as error:
         return _page(request, "error.html", {"user": user, "message": error.message}, error.status_code)
     filters = {
@@ -276,6 +288,8 @@ async def traces(
         "verdict": verdict.value if verdict else "",
         "severity": severity.value if severity else "",
         "decided_by": decided_by or "",
+        "since": since or "",
+        "until": until or "",
     }
     query = (
         select(
@@ -302,6 +316,10 @@ async def traces(
             query = query.where(column == value)
     if verdict:
         query = query.where(EvaluationResult.passed.is_(verdict is Verdict.PASS))
+    if first_day:
+        query = query.where(Trace.created_at >= dt.datetime.combine(first_day, dt.time(), dt.UTC))
+    if last_day:
+        query = query.where(Trace.created_at < dt.datetime.combine(last_day, dt.time(), dt.UTC) + DAY)
     try:
         async with resources.session_factory() as session:
             if q and q.strip():
@@ -387,6 +405,14 @@ async def review_queue(
             await list_reviews(user.caller, session, domain=None, claimed=None, limit=MAX_QUEUE_SIZE)
         ).items
         stats = await review_stats(user.caller, session)
+        midnight = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(), dt.UTC)
+        labelled_today = await session.scalar(
+            select(func.count())
+            .select_from(ExpertLabel)
+            .where(
+                ExpertLabel.organization_id == user.caller.organization_id, ExpertLabel.created_at >= midnight
+            )
+        )
     ids = [item.trace_id for item in queue]
     position = ids.index(trace) if trace in ids else 0
     context: dict[str, Any] = {
@@ -394,6 +420,7 @@ async def review_queue(
         "queue": queue,
         "position": position,
         "stats": stats,
+        "labelled_today": labelled_today,
         "notice": notice,
     }
     if queue:

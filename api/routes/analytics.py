@@ -104,6 +104,7 @@ class IssueCounts(BaseModel):
     total: int
     by_severity: dict[str, int]
     by_category: dict[str, int]
+    by_domain: dict[str, int]
 
 
 class Summary(BaseModel):
@@ -169,6 +170,10 @@ ISSUES = IssueRollup.__table__
 USAGE = UsageMetric.__table__
 
 
+def _most_first(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 def _rate(passed: int, traces: int) -> float | None:
     return round(passed / traces, 4) if traces else None
 
@@ -198,17 +203,19 @@ async def summary(scope: InScope, session: Session) -> Summary:
         by_tier[decided_by] = by_tier.get(decided_by, 0) + number
     issues = await session.execute(
         scope.within(
-            select(ISSUES.c.severity, ISSUES.c.category, func.sum(ISSUES.c.issues)).group_by(
-                ISSUES.c.severity, ISSUES.c.category
+            select(ISSUES.c.severity, ISSUES.c.category, ISSUES.c.domain, func.sum(ISSUES.c.issues)).group_by(
+                ISSUES.c.severity, ISSUES.c.category, ISSUES.c.domain
             ),
             ISSUES,
         )
     )
     issues_by_severity = dict.fromkeys((s.value for s in Severity if s is not Severity.NONE), 0)
     issues_by_category: dict[str, int] = defaultdict(int)
-    for severity, category, number in issues:
+    issues_by_domain: dict[str, int] = defaultdict(int)
+    for severity, category, domain, number in issues:
         issues_by_severity[severity] = issues_by_severity.get(severity, 0) + number
         issues_by_category[category] += number
+        issues_by_domain[domain] += number
     calls = cost = None
     if not scope.model:
         spend = (
@@ -239,7 +246,8 @@ async def summary(scope: InScope, session: Session) -> Summary:
         issues=IssueCounts(
             total=sum(issues_by_severity.values()),
             by_severity=issues_by_severity,
-            by_category=dict(sorted(issues_by_category.items(), key=lambda item: (-item[1], item[0]))),
+            by_category=_most_first(issues_by_category),
+            by_domain=_most_first(issues_by_domain),
         ),
         judge_calls=calls,
         cost_usd=cost,

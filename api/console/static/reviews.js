@@ -18,6 +18,7 @@
           return;
         }
         claim.querySelector(".reviewer-copy").value = reviewer.value;
+        localStorage.setItem(KEY, reviewer.value);
       });
     }
     const form = document.getElementById("label-form");
