@@ -1,5 +1,6 @@
 """The web console under /console: server-rendered pages for the people who
-own quality (sign-in, the trace explorer, an evaluation in detail).
+own quality — sign-in, overview, trace explorer, an evaluation in detail,
+review queue, alerts, domain packs.
 
 Each page reads through the same functions as the REST API, as the signed-in
 organisation, so what the console shows is what the API answers.
