@@ -7,6 +7,7 @@ Run from the repository root::
 Starts an embedded PostgreSQL migrated to head, creates an organisation
 through the API (the app in this process), stores ``--traces`` evaluated
 traces with issues as ``bench.analytics`` does (and builds their rollups),
+of which one in fifty waits for review and raised an alert,
 signs in to the console with the organisation's key, and times each page
 through the app, ``--repeat`` times after three warm-up calls. Prints one
 JSON object: p50 and p95 per page in ms, and each p50 as a multiple of the
@@ -32,6 +33,24 @@ from bench.tiers01 import percentile
 from models.tables import Trace
 
 TARGET_MS = 300
+# Of the generated (failed) traces, every 50th waits for review and raised an alert.
+REVIEWS_AND_ALERTS = """
+WITH chosen AS (
+    SELECT r.trace_id, r.domain, r.severity FROM evaluation_results AS r
+    WHERE r.organization_id = CAST(:organization_id AS uuid) AND NOT r.passed
+    ORDER BY r.trace_id LIMIT :count
+), reviews AS (
+    INSERT INTO review_requests
+        (id, organization_id, trace_id, version, domain, reason, severity, risk_level, status, deadline)
+    SELECT gen_random_uuid(), CAST(:organization_id AS uuid), trace_id, 1, domain, 'judge_rating', severity,
+           'high', 'pending', now() + interval '2 days'
+    FROM chosen
+)
+INSERT INTO alerts (id, organization_id, trace_id, severity, kind, message, details, delivery_status)
+SELECT gen_random_uuid(), CAST(:organization_id AS uuid), trace_id, severity, 'evaluation',
+       'Trace evaluated ' || severity, '{}'::jsonb, 'none'
+FROM chosen
+"""
 
 
 async def sign_in(api: httpx.AsyncClient, api_key: str) -> dict[str, str]:
@@ -69,6 +88,10 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
             api_key = api.headers["Authorization"].removeprefix("Bearer ")
             await generate(engine, organization_id, args.traces)
             await rebuild(engine, organization_id)
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text(REVIEWS_AND_ALERTS), {"organization_id": organization_id, "count": args.traces // 50}
+                )
             async with engine.connect() as connection:
                 # Generated traces have no Tier 0 outcome: give one a real text to show.
                 trace_id = await connection.scalar(
