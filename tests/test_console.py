@@ -273,7 +273,7 @@ async def test_console_errors_are_pages_and_a_lapsed_form_returns_to_its_page(
     for path, status in (("/console/traces/not-an-id", 422), ("/console/nowhere", 404)):
         page = await browser.get(path)
         assert page.status_code == status and page.headers["content-type"].startswith("text/html"), path
-        assert "Not available" in page.text
+        assert "Not available" in page.text and page.headers["cache-control"] == "no-store"
     nul = await browser.get("/console/traces", q="a\x00b")
     assert nul.status_code == 422 and nul.headers["content-type"].startswith("text/html")
     shown = await browser.get("/console/traces")

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.console.render import error_page
+from api.console.render import SECURITY_HEADERS, error_page
 
 
 class ConsoleErrorPages:
@@ -61,6 +61,7 @@ async def _send_page(send: Send, status: int, message: str) -> None:
             "headers": [
                 (b"content-type", b"text/html; charset=utf-8"),
                 (b"content-length", str(len(page)).encode()),
+                *((name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()),
             ],
         }
     )
