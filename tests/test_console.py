@@ -208,7 +208,14 @@ async def test_a_review_is_labelled_from_the_queue_and_the_verdict_changes(
         f"/console/reviews/{trace_id}/claim", {"csrf_token": await browser.csrf(), "reviewer": "dr.console"}
     )
     assert claimed.status_code == 303 and "Claimed+by+dr.console" in claimed.headers["location"]
-    form = {"csrf_token": await browser.csrf(), "reviewer": "dr.console", "verdict": "fail", "next_id": ""}
+    assert 'name="categories" value="pii"' in queue.text  # the pack's categories, to name
+    form = {
+        "csrf_token": await browser.csrf(),
+        "reviewer": "dr.console",
+        "verdict": "fail",
+        "categories": ["pii", "safety"],
+        "next_id": "",
+    }
     assert (
         await browser.post(f"/console/reviews/{trace_id}/label", {**form, "csrf_token": "x"})
     ).status_code == 403
@@ -216,6 +223,10 @@ async def test_a_review_is_labelled_from_the_queue_and_the_verdict_changes(
     assert labelled.status_code == 303 and "now+failed" in labelled.headers["location"]
 
     evaluation = (await org.get(f"/api/v1/evaluations/{trace_id}")).json()
+    assert [(i["category"], i["severity"]) for i in evaluation["labels"][-1]["issues"]] == [
+        ("pii", "high"),
+        ("safety", "high"),
+    ]
     assert (evaluation["passed"], evaluation["decided_by"], evaluation["labels"][-1]["reviewer"]) == (
         False,
         "expert",

@@ -43,7 +43,7 @@ from api.routes.traces import get_trace, narrow_to_search, reevaluate_trace
 from evaluators.escalation import TIER_NAMES
 from evaluators.sanitize import sanitise
 from evaluators.types import Severity
-from models.schemas import ExpertLabelIn, TraceStatus
+from models.schemas import ExpertLabelIn, LabelIssue, TraceStatus
 from models.tables import EvaluationResult, ExpertLabel, Trace
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -434,8 +434,16 @@ async def review_queue(
         }
         try:
             context |= await _evaluated_trace(resources, user, item.trace_id)
+            async with resources.session_factory() as session:
+                pack = await get_domain(item.domain, user.caller, session, resources)
         except ApiError as error:
             return _page(request, "error.html", {"user": user, "message": error.message}, error.status_code)
+        # What an expert may name: the categories of the pack's rules and of the issues found.
+        rules = pack.pack.get("rules") or []
+        context["categories"] = sorted(
+            {rule["category"] for rule in rules if isinstance(rule, dict) and rule.get("category")}
+            | {issue.category for issue in context["evaluation"].issues}
+        )
     return _page(request, "reviews.html", context)
 
 
@@ -471,6 +479,7 @@ async def label(
     verdict: Annotated[str, Form(max_length=8)] = "",
     severity: Annotated[str | None, Form(max_length=16)] = None,
     notes: Annotated[str | None, Form(max_length=5000)] = None,
+    categories: Annotated[list[str] | None, Form(max_length=50)] = None,
     next_id: Annotated[str | None, Form(max_length=40)] = None,
 ) -> Response:
     """Store the expert's label (as POST /traces/{id}/labels does) and open the next review."""
@@ -482,6 +491,11 @@ async def label(
         body = ExpertLabelIn(
             verdict=verdict, severity=severity or None, reviewer=reviewer, notes=notes or None
         )
+        # The issues the expert names take the label's severity (at least low).
+        named = body.resolved_severity()
+        issue_severity = named.value if named is not Severity.NONE else Severity.LOW.value
+        issues = [LabelIssue(category=category, severity=issue_severity) for category in categories or []]
+        body = body.model_copy(update={"issues": issues})
         async with resources.session_factory() as session:
             applied = await label_trace(trace_id, body, user.caller, session, resources)
     except ValidationError as error:
