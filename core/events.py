@@ -25,7 +25,6 @@ EVALUATION_COMPLETED = "evaluation.completed"
 REVIEW_REQUESTED = "review.requested"
 VERDICT_OVERRIDDEN = "verdict.overridden"
 ALERT_RAISED = "alert.raised"
-KINDS = (EVALUATION_COMPLETED, REVIEW_REQUESTED, VERDICT_OVERRIDDEN, ALERT_RAISED)
 
 # The PostgreSQL channel an insert into ``events`` notifies (migration 0010).
 CHANNEL = "aegis_events"
