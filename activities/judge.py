@@ -19,16 +19,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import literal_column, select, update
+from sqlalchemy import Row, bindparam, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import trace_not_found
+from activities.tiers import LOAD_TRACE_TEXT, TraceText
 from core import metrics
 from core.db import in_transaction
 from core.judges import (
@@ -55,6 +56,41 @@ from models.tables import JudgeCall, Organization, Trace
 
 JUDGE_FAILED = "JudgeCallFailed"
 HEARTBEAT_SECONDS = 5.0
+
+ORGANIZATIONS = Organization.__table__
+TRACES = Trace.__table__
+JUDGE_CALLS = JudgeCall.__table__
+
+# The statements of every attempt, built once and executed with parameters
+# (see core.db on prepared statements).
+_JUDGE_LIMITS = select(
+    ORGANIZATIONS.c.id, ORGANIZATIONS.c.judge_monthly_budget_usd, ORGANIZATIONS.c.judge_calls_per_minute
+).where(ORGANIZATIONS.c.id == bindparam("organization"))
+_MARK = (
+    update(TRACES)
+    .where(TRACES.c.id == bindparam("trace"), TRACES.c.status.in_(bindparam("from_statuses", expanding=True)))
+    .values(status=bindparam("new_status"))
+)
+# What a re-run of the same attempt rewrites.
+_CALL_RECORDED = (
+    "provider",
+    "model",
+    "prompt",
+    "exchanges",
+    "verdict",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "error_kind",
+    "error",
+)
+_call_insert = insert(JUDGE_CALLS)
+# xmax is 0 on a freshly inserted row, not on one the upsert updated.
+_RECORD_CALL = _call_insert.on_conflict_do_update(
+    index_elements=[JUDGE_CALLS.c.trace_id, JUDGE_CALLS.c.evaluation_version, JUDGE_CALLS.c.attempt],
+    set_={name: _call_insert.excluded[name] for name in _CALL_RECORDED},
+).returning(literal_column("xmax = 0"))
 
 T = TypeVar("T")
 
@@ -152,12 +188,17 @@ class JudgeActivities:
     async def judge(self, task: JudgeInput) -> TierOutcome:
         started = time.perf_counter()
         async with self._sessions() as session:
-            trace = await session.scalar(
-                select(Trace).where(Trace.id == task.trace_id, Trace.organization_id == task.organization_id)
-            )
-            if trace is None:
+            text = (
+                await session.execute(
+                    LOAD_TRACE_TEXT, {"trace": task.trace_id, "organization": task.organization_id}
+                )
+            ).first()
+            if text is None:
                 raise trace_not_found()
-            organization = await session.get(Organization, task.organization_id)
+            trace = TraceText(*text)
+            organization = (
+                await session.execute(_JUDGE_LIMITS, {"organization": task.organization_id})
+            ).first()
             try:
                 resolved = await resolve_judge(session, self._settings, task.organization_id, task.domain)
             except (SecretKeyMissing, ValidationError) as exc:
@@ -186,7 +227,7 @@ class JudgeActivities:
         normalised, tier0 = sanitise(
             trace.input,
             trace.output,
-            trace.metadata_,
+            trace.metadata,
             rag_contexts=trace.rag_contexts,
             rl_episode=trace.rl_episode,
         )
@@ -274,9 +315,7 @@ class JudgeActivities:
         async with self._sessions() as session, session.begin():
             await _mark(session, task, status, *when)
 
-    async def _over_budget(
-        self, session: AsyncSession, organization: Organization | None
-    ) -> TierOutcome | None:
+    async def _over_budget(self, session: AsyncSession, organization: Row[Any] | None) -> TierOutcome | None:
         """A "skipped: budget" outcome when this month's judge spend reached the cap."""
         budget = organization.judge_monthly_budget_usd if organization else None
         if budget is None and self._settings.judge_monthly_budget_usd is not None:
@@ -380,9 +419,8 @@ class JudgeActivities:
 async def _mark(session: AsyncSession, task: JudgeInput, status: TraceStatus, *when: TraceStatus) -> None:
     """Set the trace's status, only from one of the ``when`` statuses."""
     await session.execute(
-        update(Trace)
-        .where(Trace.id == task.trace_id, Trace.status.in_([w.value for w in when]))
-        .values(status=status.value)
+        _MARK,
+        {"trace": task.trace_id, "from_statuses": [w.value for w in when], "new_status": status.value},
     )
 
 
@@ -406,27 +444,20 @@ async def _write_call(
     """
     input_tokens = sum(e.input_tokens for e in exchanges)
     output_tokens = sum(e.output_tokens for e in exchanges)
-    row = dict(
-        prompt=prompt.model_dump(mode="json"),
-        exchanges=[e.model_dump(mode="json") for e in exchanges],
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cost_usd=cost_usd,
-        **values,
-    )
-    statement = insert(JudgeCall).values(
-        organization_id=task.organization_id,
-        trace_id=task.trace_id,
-        evaluation_version=task.version,
-        attempt=task.attempt,
-        **row,
-    )
-    # xmax is 0 on a freshly inserted row, not on one the upsert updated.
     inserted = await session.scalar(
-        statement.on_conflict_do_update(
-            index_elements=[JudgeCall.trace_id, JudgeCall.evaluation_version, JudgeCall.attempt],
-            set_={name: statement.excluded[name] for name in row},
-        ).returning(literal_column("xmax = 0"))
+        _RECORD_CALL,
+        dict(
+            organization_id=task.organization_id,
+            trace_id=task.trace_id,
+            evaluation_version=task.version,
+            attempt=task.attempt,
+            prompt=prompt.model_dump(mode="json"),
+            exchanges=[e.model_dump(mode="json") for e in exchanges],
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd,
+            **values,
+        ),
     )
     if inserted:
         await add_usage(

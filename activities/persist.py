@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import NamedTuple
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -24,6 +24,54 @@ TRACES = Trace.__table__
 RESULTS = EvaluationResult.__table__
 ISSUES = EvaluationIssue.__table__
 ALERTS = Alert.__table__
+REVIEWS = ReviewRequest.__table__
+VERDICT_CHANGES = VerdictChange.__table__
+
+# The statements of every evaluation, built once and executed with
+# parameters (see core.db on prepared statements). Bound parameter names
+# differ from column names: an UPDATE reserves those for its SET clause.
+_LOCK_TRACE = (
+    select(TRACES.c.evaluation_version, TRACES.c.model, TRACES.c.created_at)
+    .where(TRACES.c.id == bindparam("trace"), TRACES.c.organization_id == bindparam("organization"))
+    .with_for_update()
+)
+_NEWEST_VERSION = select(func.max(RESULTS.c.version)).where(RESULTS.c.trace_id == bindparam("trace"))
+# What a newer result or a retry rewrites; the rest (the ids) stays.
+_RESULT_UPDATED = (
+    "domain",
+    "passed",
+    "severity",
+    "decided_by",
+    "tiers",
+    "workflow_id",
+    "run_id",
+    "pack_name",
+    "pack_version",
+    "current",
+)
+_result_insert = insert(RESULTS)
+_UPSERT_RESULT = _result_insert.on_conflict_do_update(
+    index_elements=[RESULTS.c.trace_id, RESULTS.c.version],
+    set_={name: _result_insert.excluded[name] for name in _RESULT_UPDATED} | {"updated_at": func.now()},
+)
+_INSERT_ISSUE = insert(ISSUES)
+_FINISH_TRACE = (
+    update(TRACES)
+    .where(TRACES.c.id == bindparam("trace"))
+    .values(status=bindparam("new_status"), evaluated_at=bindparam("finished_at"))
+)
+_REQUEST_REVIEW = insert(REVIEWS).on_conflict_do_nothing(
+    index_elements=[REVIEWS.c.trace_id, REVIEWS.c.version]
+)
+_INSERT_VERDICT_CHANGE = insert(VERDICT_CHANGES)
+_RAISE_ALERT = insert(ALERTS).returning(ALERTS.c.id)
+_ALERTS_PENDING = select(
+    exists().where(
+        ALERTS.c.trace_id == bindparam("trace"),
+        ALERTS.c.organization_id == bindparam("organization"),
+        ALERTS.c.delivery_status == "pending",
+    )
+)
 
 # The pack whose pass threshold and alert rules apply when the domain is unknown.
 FALLBACK_PACK = "generic"
@@ -86,32 +134,23 @@ class PersistActivities:
                     .values(current=False)
                 )
 
-            values = dict(
-                organization_id=task.organization_id,
-                trace_id=task.trace_id,
-                version=task.version,
-                domain=task.domain,
-                passed=passed,
-                severity=severity.value,
-                decided_by=decided_by,
-                tiers=tiers,
-                workflow_id=task.workflow_id,
-                run_id=task.run_id,
-                pack_name=task.pack.name if task.pack else None,
-                pack_version=task.pack.version if task.pack else None,
-                current=current,
-            )
-            upsert = insert(RESULTS).values(**values)
             await session.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[RESULTS.c.trace_id, RESULTS.c.version],
-                    set_={
-                        k: upsert.excluded[k]
-                        for k in values
-                        if k not in ("organization_id", "trace_id", "version")
-                    }
-                    | {"updated_at": now},
-                )
+                _UPSERT_RESULT,
+                dict(
+                    organization_id=task.organization_id,
+                    trace_id=task.trace_id,
+                    version=task.version,
+                    domain=task.domain,
+                    passed=passed,
+                    severity=severity.value,
+                    decided_by=decided_by,
+                    tiers=tiers,
+                    workflow_id=task.workflow_id,
+                    run_id=task.run_id,
+                    pack_name=task.pack.name if task.pack else None,
+                    pack_version=task.pack.version if task.pack else None,
+                    current=current,
+                ),
             )
             if not first_completion:
                 # A retry, or a version stored before: its issues are replaced.
@@ -135,19 +174,17 @@ class PersistActivities:
                 for ordinal, f in enumerate(outcome.findings)
             ]
             if issues:
-                await session.execute(insert(ISSUES).values(issues))
+                await session.execute(_INSERT_ISSUE, issues)
             if task.version >= wanted:
                 # An older version finishing late does not end a newer one.
                 status = TraceStatus.AWAITING_REVIEW if task.review else TraceStatus.COMPLETED
                 await session.execute(
-                    update(TRACES)
-                    .where(TRACES.c.id == task.trace_id)
-                    .values(status=status.value, evaluated_at=now)
+                    _FINISH_TRACE, {"trace": task.trace_id, "new_status": status.value, "finished_at": now}
                 )
             if task.review is not None:
                 await session.execute(
-                    insert(ReviewRequest.__table__)
-                    .values(
+                    _REQUEST_REVIEW,
+                    dict(
                         organization_id=task.organization_id,
                         trace_id=task.trace_id,
                         version=task.version,
@@ -157,8 +194,7 @@ class PersistActivities:
                         risk_level=task.review.risk_level,
                         status="pending",
                         deadline=task.review.deadline,
-                    )
-                    .on_conflict_do_nothing(index_elements=["trace_id", "version"])
+                    ),
                 )
             happened = []
             if first_completion:
@@ -189,7 +225,8 @@ class PersistActivities:
                         )
                     )
                 await session.execute(
-                    insert(VerdictChange.__table__).values(
+                    _INSERT_VERDICT_CHANGE,
+                    dict(
                         organization_id=task.organization_id,
                         trace_id=task.trace_id,
                         version=task.version,
@@ -198,20 +235,19 @@ class PersistActivities:
                         to_decided_by=decided_by,
                         changed_by="aegis",
                         reason="automated",
-                    )
+                    ),
                 )
                 if severity in pack.alerts.severities:
                     alert_id = await session.scalar(
-                        insert(ALERTS)
-                        .values(
+                        _RAISE_ALERT,
+                        dict(
                             organization_id=task.organization_id,
                             trace_id=task.trace_id,
                             severity=severity.value,
                             kind="evaluation",
                             message=f"Trace evaluated {severity.value}, decided by {decided_by}",
                             details={"rule_ids": sorted({i["rule_id"] for i in issues})},
-                        )
-                        .returning(ALERTS.c.id)
+                        ),
                     )
                     happened.append(
                         events.NewEvent(
@@ -221,13 +257,7 @@ class PersistActivities:
                         )
                     )
             alerts_pending = await session.scalar(
-                select(
-                    exists().where(
-                        ALERTS.c.trace_id == task.trace_id,
-                        ALERTS.c.organization_id == task.organization_id,
-                        ALERTS.c.delivery_status == "pending",
-                    )
-                )
+                _ALERTS_PENDING, {"trace": task.trace_id, "organization": task.organization_id}
             )
             # The counters other transactions share come last, so their rows
             # are locked only until the commit right after.
@@ -293,17 +323,11 @@ async def _lock_trace(session: AsyncSession, task: PersistInput) -> LockedTrace:
     commit would not see that attempt's result.
     """
     trace = (
-        await session.execute(
-            select(TRACES.c.evaluation_version, TRACES.c.model, TRACES.c.created_at)
-            .where(TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id)
-            .with_for_update()
-        )
+        await session.execute(_LOCK_TRACE, {"trace": task.trace_id, "organization": task.organization_id})
     ).one_or_none()
     if trace is None:
         raise trace_not_found()
-    newest = await session.scalar(
-        select(func.max(RESULTS.c.version)).where(RESULTS.c.trace_id == task.trace_id)
-    )
+    newest = await session.scalar(_NEWEST_VERSION, {"trace": task.trace_id})
     return LockedTrace(trace.evaluation_version, trace.model, trace.created_at, newest)
 
 

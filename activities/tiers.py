@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any, NamedTuple
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
@@ -32,6 +32,23 @@ TRACE_TEXT = (
     TRACES.c["metadata"],
     TRACES.c.rag_contexts,
     TRACES.c.rl_episode,
+)
+
+
+# Tier 0's one statement: mark the trace evaluating, and return its text and
+# the organisation's newest published pack for its domain. Built once and
+# executed with parameters (see core.db on prepared statements); bound
+# parameter names differ from column names, which an UPDATE reserves.
+_WAITING = (TraceStatus.PENDING_DISPATCH.value, TraceStatus.QUEUED.value)
+_START = (
+    update(TRACES)
+    .where(TRACES.c.id == bindparam("trace"), TRACES.c.organization_id == bindparam("organization"))
+    .values(status=case((TRACES.c.status.in_(_WAITING), TraceStatus.EVALUATING.value), else_=TRACES.c.status))
+    .returning(*TRACE_TEXT, published_version(bindparam("organization"), bindparam("pack_domain")))
+)
+# The trace's text, for the tiers after Tier 0 (and the judge).
+LOAD_TRACE_TEXT = select(*TRACE_TEXT).where(
+    TRACES.c.id == bindparam("trace"), TRACES.c.organization_id == bindparam("organization")
 )
 
 
@@ -70,27 +87,25 @@ class TierActivities:
     async def _start(self, task: TierInput) -> tuple[TraceText, int | None]:
         """Tier 0's one statement: mark the trace evaluating, and return its
         text and the organisation's newest published pack for its domain."""
-        waiting = (TraceStatus.PENDING_DISPATCH.value, TraceStatus.QUEUED.value)
-        evaluating = case((TRACES.c.status.in_(waiting), TraceStatus.EVALUATING.value), else_=TRACES.c.status)
-        statement = (
-            update(TRACES)
-            .where(TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id)
-            .values(status=evaluating)
-            .returning(*TRACE_TEXT, published_version(task.organization_id, task.domain))
-        )
+        parameters = {
+            "trace": task.trace_id,
+            "organization": task.organization_id,
+            "pack_domain": task.domain,
+        }
         async with self._statements() as session:  # autocommit: the update commits by itself
-            row = (await session.execute(statement)).first()
+            row = (await session.execute(_START, parameters)).first()
         if row is None:
             raise trace_not_found()
         return TraceText(*row[:-1]), row[-1]
 
     async def _load(self, task: TierInput) -> TraceText:
         """The trace's text, for the tiers after Tier 0."""
-        statement = select(*TRACE_TEXT).where(
-            TRACES.c.id == task.trace_id, TRACES.c.organization_id == task.organization_id
-        )
         async with self._statements() as session:
-            row = (await session.execute(statement)).first()
+            row = (
+                await session.execute(
+                    LOAD_TRACE_TEXT, {"trace": task.trace_id, "organization": task.organization_id}
+                )
+            ).first()
         if row is None:
             raise trace_not_found()
         return TraceText(*row)

@@ -69,7 +69,7 @@ async def run_worker() -> None:
             client,
             task_queue=settings.task_queue,
             workflows=[NoopEvaluation],
-            workflow_runner=workflow_runner(),
+            workflow_runner=workflow_runner(client.data_converter),
             activities=[noop],
             max_concurrent_activities=settings.worker_max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,

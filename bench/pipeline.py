@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m bench.pipeline [--traces 600] [--judge-latency-ms 0] [--workers 1]
+    python -m bench.pipeline [--traces 600] [--judge-latency-ms 0] [--workers 1] [--warm-up 54]
 
 1. Pipeline: starts the stack (``bench/stack.py``) with ``--workers`` worker
    processes and an LLM judge per domain served by the local fake provider
@@ -11,11 +11,16 @@ Run from the repository root::
    labelled sets under ``tests/data`` (five domains, about half unsafe), so
    a realistic share escalates to the judge or to review. Measures until
    every trace has its automated verdict (``completed``, or
-   ``awaiting_review`` for those an expert should see).
+   ``awaiting_review`` for those an expert should see). First, not
+   measured, ``--warm-up`` traces spread over the five domains go through
+   the same way: what a process does once (the provider SDK imported by
+   the first judge call, each pack compiled on first use, statements
+   prepared on each pooled connection) is not what it does per trace.
 2. Ceiling: the same server, the same number of worker processes with the
    same settings, running ``bench/ceiling.py``'s workflow, whose activities
    do nothing: per workflow the same sequence of activities, on the same
-   queues, as the pipeline's histories show.
+   queues, as the pipeline's histories show; after a warm-up of as many
+   workflows as the pipeline's.
 
 Prints one JSON object: traces/s and time to final status for both, their
 ratio, the activities per trace, the CPU each process spent per trace in
@@ -41,6 +46,7 @@ import httpx
 import yaml
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -72,6 +78,14 @@ def workload(count: int) -> list[dict[str, Any]]:
         item.setdefault("model", "gpt-4o-mini")
         items.append({**item, "external_id": f"bench-{number}-{uuid.uuid4().hex[:8]}"})
     return items
+
+
+def warm_up_workload(count: int) -> list[dict[str, Any]]:
+    """``count`` traces spread evenly over the labelled set (all five domains)."""
+    if count <= 0:
+        return []
+    every = workload(len(yaml.safe_load(LABELLED.read_text())["traces"]))
+    return every[:: max(1, len(every) // count)][:count]
 
 
 def judge_reply(domain: str, latency_s: float) -> Reply:
@@ -111,38 +125,53 @@ class PeakRss:
         self._thread.join()
 
 
-async def run_pipeline(stack: Stack, fake: FakeLLM, args: argparse.Namespace) -> dict[str, Any]:
+async def submit(api: httpx.AsyncClient, traces: list[dict[str, Any]]) -> list[str]:
+    trace_ids: list[str] = []
+    for start in range(0, len(traces), 500):
+        response = await api.post("/api/v1/traces/batch", json={"traces": traces[start : start + 500]})
+        response.raise_for_status()
+        trace_ids += [item["trace_id"] for item in response.json()["results"]]
+    return trace_ids
+
+
+async def wait_until_final(connection: AsyncConnection, ids: list[uuid.UUID], deadline: float) -> None:
+    while True:
+        done = await connection.scalar(select(func.count()).where(Trace.id.in_(ids), Trace.status.in_(FINAL)))
+        await connection.rollback()  # a fresh snapshot for the next poll
+        if done == len(ids):
+            return
+        if now() > deadline:
+            raise SystemExit(f"pipeline: {done} of {len(ids)} final in time")
+        await asyncio.sleep(0.2)
+
+
+async def run_pipeline(
+    stack: Stack, fake: FakeLLM, args: argparse.Namespace, cpu: CpuMeter
+) -> dict[str, Any]:
     key = await create_organization(stack.api_url)
     headers = {"Authorization": f"Bearer {key}"}
     traces = workload(args.traces)
-    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=120) as api:
-        for domain in sorted({t["domain"] for t in traces}):
-            model = f"bench-judge-{domain}-{uuid.uuid4().hex[:6]}"
-            fake.script(model, judge_reply(domain, args.judge_latency_ms / 1000))
-            await use_fake_judge(api, domain, model, fake.url)
-        started = now()
-        trace_ids: list[str] = []
-        for start in range(0, len(traces), 500):
-            response = await api.post("/api/v1/traces/batch", json={"traces": traces[start : start + 500]})
-            response.raise_for_status()
-            trace_ids += [item["trace_id"] for item in response.json()["results"]]
-        submitted = now()
-
-    ids = [uuid.UUID(trace_id) for trace_id in trace_ids]
     engine = create_engine(Settings(database_url=stack.database_url))
     try:
-        async with engine.connect() as connection:
-            while True:
-                done = await connection.scalar(
-                    select(func.count()).where(Trace.id.in_(ids), Trace.status.in_(FINAL))
-                )
-                await connection.rollback()  # a fresh snapshot for the next poll
-                if done == len(ids):
-                    break
-                if now() - started > args.timeout:
-                    raise SystemExit(f"pipeline: {done} of {len(ids)} final after {args.timeout}s")
-                await asyncio.sleep(0.2)
+        async with (
+            httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=120) as api,
+            engine.connect() as connection,
+        ):
+            for domain in sorted({t["domain"] for t in traces}):
+                model = f"bench-judge-{domain}-{uuid.uuid4().hex[:6]}"
+                fake.script(model, judge_reply(domain, args.judge_latency_ms / 1000))
+                await use_fake_judge(api, domain, model, fake.url)
+            warm_up = await submit(api, warm_up_workload(args.warm_up))
+            await wait_until_final(connection, [uuid.UUID(i) for i in warm_up], now() + args.timeout)
+
+            cpu.start()
+            started = now()
+            trace_ids = await submit(api, traces)
+            submitted = now()
+            ids = [uuid.UUID(trace_id) for trace_id in trace_ids]
+            await wait_until_final(connection, ids, started + args.timeout)
             finished = now()
+            cpu.stop()
             rows = (
                 (
                     await connection.execute(
@@ -246,11 +275,13 @@ async def run_ceiling(
 
 
 async def shapes_and_ceiling(
-    stack: Stack, trace_ids: list[str], timeout: float, cpu: CpuMeter
+    stack: Stack, trace_ids: list[str], timeout: float, cpu: CpuMeter, warm_up: int
 ) -> tuple[list[list[str]], dict[str, Any]]:
     # The stack's processes run without a payload key: plain pydantic payloads.
     client = await Client.connect(stack.temporal_address or "", data_converter=pydantic_data_converter)
     shapes, events = await activity_shapes(client, trace_ids)
+    if warm_up > 0:
+        await run_ceiling(client, shapes, warm_up, timeout)
     cpu.start()
     ceiling = await run_ceiling(client, shapes, len(trace_ids), timeout)
     cpu.stop()
@@ -271,6 +302,9 @@ def main() -> None:
     parser.add_argument("--judge-latency-ms", type=float, default=0.0)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (pipeline and ceiling)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
+    parser.add_argument(
+        "--warm-up", type=int, default=54, help="traces (and ceiling workflows) run first, not measured"
+    )
     args = parser.parse_args()
 
     env = {"AEGIS_ALLOW_PRIVATE_URLS": "true", "AEGIS_SECRET_KEY": Fernet.generate_key().decode()}
@@ -278,6 +312,7 @@ def main() -> None:
         "python": sys.version.split()[0],
         "workers": args.workers,
         "judge_latency_ms": args.judge_latency_ms,
+        "warm_up": args.warm_up,
     }
     with FakeLLM() as fake, Stack(workers=args.workers, extra_env=env) as stack:
         # Where the two cores go, per trace: throughput is what they allow.
@@ -285,9 +320,7 @@ def main() -> None:
             {"api": stack.pid("api"), **{n: stack.pid(n) for n in stack.worker_names}, **stack.server_pids()}
         )
         with PeakRss({"api": stack.pid("api"), "worker": stack.pid("worker-0")}) as memory:
-            cpu.start()
-            pipeline = asyncio.run(run_pipeline(stack, fake, args))
-            cpu.stop()
+            pipeline = asyncio.run(run_pipeline(stack, fake, args, cpu))
         trace_ids = pipeline.pop("trace_ids")
         output["pipeline"] = {**pipeline, "cpu_ms_per_trace": cpu.per_item_ms(len(trace_ids))}
         output["peak_rss_mb"] = memory.peak
@@ -310,7 +343,9 @@ def main() -> None:
             }
             | stack.server_pids()
         )
-        shapes, ceiling = asyncio.run(shapes_and_ceiling(stack, trace_ids, args.timeout, ceiling_cpu))
+        shapes, ceiling = asyncio.run(
+            shapes_and_ceiling(stack, trace_ids, args.timeout, ceiling_cpu, args.warm_up)
+        )
         lengths = [len(shape) for shape in shapes]
         output["activities_per_trace"] = {
             "mean": round(statistics.fmean(lengths), 2),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, delete, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from models.tables import IssueRollup, VerdictRollup
@@ -75,24 +75,33 @@ async def move(
         verdicts[(*key, evaluation.decided_by, evaluation.severity, evaluation.passed)] += sign
         for issue in evaluation.issues:
             issues[(*key, issue.tier, issue.category, issue.severity, issue.rule_id)] += sign
-    await _add(session, VERDICTS, "evaluations", verdicts)
-    await _add(session, ISSUES, "issues", issues)
+    await _add(session, _ADD_VERDICTS, VERDICTS, "evaluations", verdicts)
+    await _add(session, _ADD_ISSUES, ISSUES, "issues", issues)
 
 
-async def _add(session: AsyncSession, table: Table, counter: str, deltas: Counter[tuple[Any, ...]]) -> None:
-    """Add each non-zero delta to the row of its primary key."""
+def _upsert_adding(table: Table, counter: str) -> Insert:
+    """Insert a row, or add its counter to the row with its primary key."""
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        constraint=table.primary_key, set_={counter: table.c[counter] + statement.excluded[counter]}
+    )
+
+
+# Built once, executed with parameters (see core.db on prepared statements).
+_ADD_VERDICTS = _upsert_adding(VERDICTS, "evaluations")
+_ADD_ISSUES = _upsert_adding(ISSUES, "issues")
+
+
+async def _add(
+    session: AsyncSession, upsert: Insert, table: Table, counter: str, deltas: Counter[tuple[Any, ...]]
+) -> None:
+    """Add each non-zero delta to the row of its primary key, in key order."""
     changed = sorted((key, delta) for key, delta in deltas.items() if delta)
     if not changed:
         return
     names = [column.name for column in table.primary_key.columns]
-    statement = insert(table).values(
-        [dict(zip(names, key, strict=True), **{counter: delta}) for key, delta in changed]
-    )
     await session.execute(
-        statement.on_conflict_do_update(
-            constraint=table.primary_key,
-            set_={counter: table.c[counter] + statement.excluded[counter]},
-        )
+        upsert, [dict(zip(names, key, strict=True), **{counter: delta}) for key, delta in changed]
     )
 
 

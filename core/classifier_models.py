@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -84,6 +84,16 @@ class PromotedModel:
     model: RiskModel
 
 
+MODEL_VERSIONS = ModelVersion.__table__
+# Read by Tier 1 and Tier 2 for every trace they see: built once, executed
+# with parameters (see core.db on prepared statements).
+_PROMOTED = select(MODEL_VERSIONS.c.id, MODEL_VERSIONS.c.version).where(
+    MODEL_VERSIONS.c.organization_id == bindparam("organization"),
+    MODEL_VERSIONS.c.domain == bindparam("domain"),
+    MODEL_VERSIONS.c.status == "promoted",
+)
+
+
 class ModelStore:
     """The promoted model of each organisation and domain, as one worker
     sees it: which version is promoted is read per call (one indexed row), so
@@ -97,7 +107,9 @@ class ModelStore:
     async def has_promoted(self, organization_id: uuid.UUID, domain: str) -> bool:
         """Whether a model is promoted (its artefact is not read)."""
         async with self._sessions() as session:
-            return await promoted_id(session, organization_id, domain) is not None
+            return (
+                await session.execute(_PROMOTED, {"organization": organization_id, "domain": domain})
+            ).first() is not None
 
     async def promoted(self, organization_id: uuid.UUID, domain: str) -> PromotedModel | None:
         """The promoted model, or None when there is none.
@@ -106,13 +118,7 @@ class ModelStore:
         """
         async with self._sessions() as session:
             row = (
-                await session.execute(
-                    select(ModelVersion.id, ModelVersion.version).where(
-                        ModelVersion.organization_id == organization_id,
-                        ModelVersion.domain == domain,
-                        ModelVersion.status == "promoted",
-                    )
-                )
+                await session.execute(_PROMOTED, {"organization": organization_id, "domain": domain})
             ).first()
             if row is None:
                 return None

@@ -1,4 +1,14 @@
-"""The database engine and session factory, built once per process."""
+"""The database engine and session factory, built once per process.
+
+Statements an evaluation runs every time (the tiers' reads, persist, the
+counters and events it writes) are built once, at import, with bound
+parameters, and executed with a dict of values; other code builds its
+statements where it runs them, which reads more easily. Building a
+statement costs more CPU than executing it: an upsert of the usage
+counters took 0.95 ms of the worker's CPU built per call and 0.37 ms built
+once, its SQL compiled once either way (SQLAlchemy caches the compiled form,
+but builds and hashes the statement's tree on every call to find it).
+"""
 
 from __future__ import annotations
 

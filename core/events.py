@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +39,11 @@ class NewEvent:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+# Built once, executed with parameters (see core.db on prepared statements).
+_LOCK_ORGANISATION_LOG = select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("key"), 0)))
+_INSERT_EVENT = insert(Event.__table__)
+
+
 async def publish(session: AsyncSession, organization_id: uuid.UUID, events: Sequence[NewEvent]) -> None:
     """Add the events to the organisation's log. Call it last in the
     transaction, right before the commit.
@@ -52,14 +57,11 @@ async def publish(session: AsyncSession, organization_id: uuid.UUID, events: Seq
     """
     if not events:
         return
+    await session.execute(_LOCK_ORGANISATION_LOG, {"key": f"events:{organization_id}"})
     await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtextextended(f"events:{organization_id}", 0)))
-    )
-    await session.execute(
-        insert(Event.__table__).values(
-            [
-                dict(organization_id=organization_id, kind=e.kind, trace_id=e.trace_id, data=e.data)
-                for e in events
-            ]
-        )
+        _INSERT_EVENT,
+        [
+            dict(organization_id=organization_id, kind=e.kind, trace_id=e.trace_id, data=e.data)
+            for e in events
+        ],
     )

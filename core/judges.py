@@ -14,7 +14,7 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,18 +58,24 @@ def price_table(settings: Settings, own: ModelPrice | None, model: str) -> dict[
     return prices
 
 
+JUDGE_CONFIGS = JudgeConfigRow.__table__
+# Built once, executed with parameters (see core.db on prepared statements):
+# the judge reads its configuration before every call.
+_JUDGE_CONFIGS = select(
+    JUDGE_CONFIGS.c.domain, JUDGE_CONFIGS.c.settings, JUDGE_CONFIGS.c.api_key_encrypted
+).where(
+    JUDGE_CONFIGS.c.organization_id == bindparam("organization"),
+    JUDGE_CONFIGS.c.domain.in_([bindparam("domain"), DEFAULT_SCOPE]),
+)
+
+
 async def resolve_judge(
     session: AsyncSession, settings: Settings, organization_id: uuid.UUID, domain: str
 ) -> ResolvedJudge | None:
     """The organisation's judge for ``domain``, else its default, else the deployment's."""
     rows = {
         row.domain: row
-        for row in await session.scalars(
-            select(JudgeConfigRow).where(
-                JudgeConfigRow.organization_id == organization_id,
-                JudgeConfigRow.domain.in_([domain, DEFAULT_SCOPE]),
-            )
-        )
+        for row in await session.execute(_JUDGE_CONFIGS, {"organization": organization_id, "domain": domain})
     }
     row = rows.get(domain) or rows.get(DEFAULT_SCOPE)
     if row is not None:
@@ -153,6 +159,16 @@ async def month_to_date_spend(session: AsyncSession, organization_id: uuid.UUID,
     return Decimal(spent)
 
 
+USAGE = UsageMetric.__table__
+_USAGE_COUNTERS = ("evaluations", "calls", "input_tokens", "output_tokens", "cost_usd")
+_usage_insert = insert(USAGE)
+# Built once, executed with parameters (see core.db on prepared statements).
+_ADD_USAGE = _usage_insert.on_conflict_do_update(
+    index_elements=[USAGE.c.organization_id, USAGE.c.hour, USAGE.c.domain, USAGE.c.tier],
+    set_={name: USAGE.c[name] + _usage_insert.excluded[name] for name in _USAGE_COUNTERS},
+)
+
+
 async def add_usage(
     session: AsyncSession,
     organization_id: uuid.UUID,
@@ -167,32 +183,44 @@ async def add_usage(
 ) -> None:
     """Add to the hour's counters of (organisation, domain, tier)."""
     now = dt.datetime.now(dt.UTC)
-    counters = {
-        "evaluations": evaluations,
-        "calls": calls,
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "cost_usd": Decimal(str(cost_usd or 0)),
-    }
-    statement = insert(UsageMetric).values(
-        organization_id=organization_id,
-        hour=now.replace(minute=0, second=0, microsecond=0),
-        domain=domain,
-        tier=tier,
-        **counters,
-    )
-    table = UsageMetric.__table__
     await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[
-                UsageMetric.organization_id,
-                UsageMetric.hour,
-                UsageMetric.domain,
-                UsageMetric.tier,
-            ],
-            set_={name: table.c[name] + statement.excluded[name] for name in counters},
-        )
+        _ADD_USAGE,
+        {
+            "organization_id": organization_id,
+            "hour": now.replace(minute=0, second=0, microsecond=0),
+            "domain": domain,
+            "tier": tier,
+            "evaluations": evaluations,
+            "calls": calls,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cost_usd": Decimal(str(cost_usd or 0)),
+        },
     )
+
+
+BUCKETS = JudgeRateBucket.__table__
+# Built once, executed with parameters (see core.db on prepared statements).
+_NEW_BUCKET = (
+    insert(BUCKETS)
+    .values(
+        organization_id=bindparam("organization"),
+        tokens=bindparam("capacity"),
+        updated_at=func.clock_timestamp(),
+    )
+    .on_conflict_do_nothing()
+)
+_LOCK_BUCKET = (
+    select(BUCKETS.c.tokens, BUCKETS.c.updated_at)
+    .where(BUCKETS.c.organization_id == bindparam("organization"))
+    .with_for_update()
+)
+_DATABASE_CLOCK = select(func.clock_timestamp())
+_SET_BUCKET = (
+    update(BUCKETS)
+    .where(BUCKETS.c.organization_id == bindparam("organization"))
+    .values(tokens=bindparam("new_tokens"), updated_at=bindparam("refilled_at"))
+)
 
 
 async def take_rate_token(session: AsyncSession, organization_id: uuid.UUID, per_minute: int) -> float:
@@ -210,19 +238,14 @@ async def take_rate_token(session: AsyncSession, organization_id: uuid.UUID, per
     """
     rate = per_minute / 60.0
     capacity = max(1.0, per_minute / 4.0)
-    await session.execute(
-        insert(JudgeRateBucket)
-        .values(organization_id=organization_id, tokens=capacity, updated_at=func.clock_timestamp())
-        .on_conflict_do_nothing()
-    )
-    bucket = await session.scalar(
-        select(JudgeRateBucket).where(JudgeRateBucket.organization_id == organization_id).with_for_update()
-    )
-    assert bucket is not None
-    now = await session.scalar(select(func.clock_timestamp()))
+    key = {"organization": organization_id}
+    await session.execute(_NEW_BUCKET, key | {"capacity": capacity})
+    bucket = (await session.execute(_LOCK_BUCKET, key)).one()
+    now = await session.scalar(_DATABASE_CLOCK)
     assert now is not None
     elapsed = max(0.0, (now - bucket.updated_at).total_seconds())
     tokens = min(capacity, bucket.tokens + elapsed * rate) - 1.0
-    bucket.tokens = tokens
-    bucket.updated_at = max(now, bucket.updated_at)
+    await session.execute(
+        _SET_BUCKET, key | {"new_tokens": tokens, "refilled_at": max(now, bucket.updated_at)}
+    )
     return 0.0 if tokens >= 0 else -tokens / rate

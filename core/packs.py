@@ -11,7 +11,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-from sqlalchemy import ScalarSelect, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domains import DomainPack, UnknownDomain, load_domain_pack, parse_domain_pack
@@ -21,9 +21,12 @@ from models.tables import DomainPackVersion
 CACHE_SIZE = 256
 
 
-def published_version(organization_id: uuid.UUID, name: str) -> ScalarSelect[int | None]:
+def published_version(
+    organization_id: uuid.UUID | ColumnElement[uuid.UUID], name: str | ColumnElement[str]
+) -> ScalarSelect[int | None]:
     """The organisation's newest published version of pack ``name`` (NULL when
-    none), as a subquery another statement can carry."""
+    none), as a subquery another statement can carry; the arguments may be
+    bound parameters, for a statement built once."""
     return (
         select(func.max(DomainPackVersion.version))
         .where(DomainPackVersion.organization_id == organization_id, DomainPackVersion.name == name)

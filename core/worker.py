@@ -85,7 +85,7 @@ def build_workers(
                     TrainClassifier,
                     TrainClassifiers,
                 ],
-                workflow_runner=workflow_runner(),
+                workflow_runner=workflow_runner(client.data_converter),
                 activities=activities,
                 max_concurrent_activities=settings.worker_max_concurrent_activities,
                 max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,

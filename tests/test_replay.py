@@ -64,7 +64,7 @@ async def test_recorded_history_replays(path: Path) -> None:
     replayer = Replayer(
         workflows=[EvaluateTrace, EvaluateTraceV2, DispatchPendingTraces, ApplyRetention],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),  # as the workers run them
+        workflow_runner=workflow_runner(pydantic_data_converter),  # as the workers run them
     )
     await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, path.read_text()))
 

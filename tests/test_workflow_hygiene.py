@@ -59,7 +59,7 @@ async def test_recorded_histories_replay_deterministically(org: OrgClient, tempo
     replayer = Replayer(
         workflows=[EvaluateTrace, EvaluateTraceV2, DispatchPendingTraces],
         data_converter=pydantic_data_converter,
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(pydantic_data_converter),
     )
     for history in histories:
         await replayer.replay_workflow(history)
