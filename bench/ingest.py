@@ -13,9 +13,13 @@ with one worker evaluating what comes in. Each time:
   ``--requests`` POSTs back to back: the most the API accepts, and the
   latency at that saturation (by Little's law, clients / throughput);
 - ``paced_32``: 32 clients sending ``--rate`` traces/s between them: the
-  latency a client sees at that load;
+  latency a client sees at that load, from when the API has dispatched the
+  backlog of the saturating runs; with the CPU each process spent per
+  trace meanwhile (``cpu_ms_per_trace``);
 - ``batch``: ``--batch-traces`` traces in batches of ``--batch-size`` from two
-  clients; ``health``: ``GET /health`` at concurrency 1.
+  clients; ``health``: ``GET /health`` at concurrency 1, once the API has
+  dispatched every accepted trace (``health_while_dispatching``: right
+  after the batches, while it still does).
 
 Latency is measured at the client, on the same machine: it includes the
 client's own share of the two cores. Prints one JSON object.
@@ -28,14 +32,20 @@ import asyncio
 import json
 import statistics
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from sqlalchemy import func, select
 
-from bench.stack import Stack, create_organization, now, rss_mb
+from bench.stack import CpuMeter, Stack, create_organization, now, rss_mb
 from bench.tiers01 import percentile
+from core.db import create_engine
+from core.settings import Settings
+from models.schemas import TraceStatus
+from models.tables import Trace
 
 INPUT = "I have had a headache for three days and ibuprofen does not help. What else can I take? " * 4
 OUTPUT = (
@@ -129,6 +139,26 @@ async def drive_paced(
     return {"offered_per_second": rate, **result}
 
 
+async def dispatched(stack: Stack, timeout: float = 300.0) -> float:
+    """Wait until the API has started a workflow for every accepted trace (the
+    saturating runs leave a backlog its dispatcher works through after they
+    answer); returns the seconds waited."""
+    engine = create_engine(Settings(database_url=stack.database_url))
+    started = now()
+    try:
+        async with engine.connect() as connection:
+            while await connection.scalar(
+                select(func.count()).where(Trace.status == TraceStatus.PENDING_DISPATCH.value)
+            ):
+                await connection.rollback()  # a fresh snapshot for the next poll
+                if now() - started > timeout:
+                    raise SystemExit("ingest: the dispatch backlog did not drain")
+                await asyncio.sleep(0.2)
+    finally:
+        await engine.dispose()
+    return round(now() - started, 1)
+
+
 async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     key = await create_organization(stack.api_url)
     headers = {"Authorization": f"Bearer {key}"}
@@ -157,9 +187,32 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         for level in args.levels:
             results["single_post"][str(level)] = await drive(client, level, args.requests, single, 202)
         batches = max(1, args.batch_traces // args.batch_size)
+        # Paced clients measure the latency at a steady load, so they start
+        # once the backlog of the runs above is dispatched.
+        backlog_seconds = await dispatched(stack)
+        # Where the two cores go per trace at that load (the client is this
+        # process alone: the meter would count its children, the servers).
+        cpu = CpuMeter(
+            {"api": stack.pid("api")}
+            | {name: stack.pid(name) for name in stack.worker_names}
+            | stack.server_pids()
+        )
+        cpu.start()
+        client_started = time.process_time()
         results["paced_32"] = await drive_paced(client, 32, args.rate, args.requests, single, 202)
+        client_seconds = time.process_time() - client_started
+        cpu.stop()
+        sent = results["paced_32"]["requests"]
+        results["paced_32"]["cpu_ms_per_trace"] = {
+            "client": round(1000 * client_seconds / sent, 1),
+            **cpu.per_item_ms(sent),
+        }
+        results["paced_32"]["waited_for_dispatch_backlog_s"] = backlog_seconds
         results["batch"] = await drive(client, 2, batches, batch, 202, items_per_request=args.batch_size)
         results["batch"]["batch_size"] = args.batch_size
+        # While the API still dispatches the batches' traces, and once it has.
+        results["health_while_dispatching"] = await drive(client, 1, args.requests, health, 200)
+        await dispatched(stack)
         results["health"] = await drive(client, 1, args.requests, health, 200)
     results["api_rss_mb"] = rss_mb(stack.pid("api"))
     return results

@@ -63,9 +63,9 @@ async def move(
     after: CountedEvaluation | None,
 ) -> None:
     """The trace's current evaluation changed from ``before`` to ``after``
-    (None: none). One upsert per table with the net change of each row, in
-    key order: concurrent transactions lock the rows they share in the same
-    order, so two moves cannot deadlock on them."""
+    (None: none). One upsert per table, run for the net change of each row
+    in key order: concurrent transactions lock the rows they share in the
+    same order, so two moves cannot deadlock on them."""
     verdicts: Counter[tuple[Any, ...]] = Counter()
     issues: Counter[tuple[Any, ...]] = Counter()
     for evaluation, sign in ((before, -1), (after, 1)):
