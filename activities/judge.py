@@ -29,7 +29,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import trace_not_found
-from activities.tiers import LOAD_TRACE_TEXT, TraceText
+from activities.tiers import LOAD_TRACE_TEXT, TraceText, normalise
 from core import metrics
 from core.db import in_transaction
 from core.judges import (
@@ -49,7 +49,6 @@ from evaluators.judge.errors import JudgeProviderError
 from evaluators.judge.prompt import JudgePrompt, build_prompt, rubric_ids
 from evaluators.judge.providers import Judge, make_judge
 from evaluators.judge.run import JudgeExchange, JudgeOutcome, run_judge
-from evaluators.sanitize import sanitise
 from evaluators.types import Finding
 from models.schemas import JudgeFailure, JudgeInput, TierOutcome, TraceStatus
 from models.tables import JudgeCall, Organization, Trace
@@ -224,13 +223,7 @@ class JudgeActivities:
         if not task.rate_slot_reserved:
             await self._take_rate_slot(task, per_minute)
         await self._set_status(task, TraceStatus.EVALUATING, TraceStatus.RETRYING)
-        normalised, tier0 = sanitise(
-            trace.input,
-            trace.output,
-            trace.metadata,
-            rag_contexts=trace.rag_contexts,
-            rl_episode=trace.rl_episode,
-        )
+        normalised, tier0 = normalise(trace)
         pack = await self._packs.get(task.organization_id, task.pack)
         input_text, output_text = (
             (normalised.input, normalised.output)

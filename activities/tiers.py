@@ -60,6 +60,18 @@ class TraceText(NamedTuple):
     rl_episode: dict[str, Any] | None
 
 
+def normalise(trace: TraceText) -> tuple[NormalisedTrace, Tier0Result]:
+    """Tier 0's normalisation of the stored trace: each tier that reads the
+    text works on it (the evidence offsets point into it)."""
+    return sanitise(
+        trace.input,
+        trace.output,
+        trace.metadata,
+        rag_contexts=trace.rag_contexts,
+        rl_episode=trace.rl_episode,
+    )
+
+
 def _review_policy(pack: DomainPack) -> ReviewPolicy:
     policy = pack.escalation
     return ReviewPolicy(
@@ -110,23 +122,13 @@ class TierActivities:
             raise trace_not_found()
         return TraceText(*row)
 
-    @staticmethod
-    def _normalise(trace: TraceText) -> tuple[NormalisedTrace, Tier0Result]:
-        return sanitise(
-            trace.input,
-            trace.output,
-            trace.metadata,
-            rag_contexts=trace.rag_contexts,
-            rl_episode=trace.rl_episode,
-        )
-
     @activity.defn(name="tier0_sanitise")
     async def tier0(self, task: TierInput) -> TierOutcome:
         """Tier 0: normalise, validate, pick the domain pack; refuse what cannot be evaluated."""
         trace, published = await self._start(task)
         resolved = await self._packs.resolve(task.organization_id, task.domain, published)
         started = time.perf_counter()
-        _, result = self._normalise(trace)
+        _, result = normalise(trace)
         findings = list(result.findings)
         if resolved is None:
             findings.append(unknown_domain_finding(task.domain))
@@ -153,7 +155,7 @@ class TierActivities:
         trace = await self._load(task)
         pack = await self._packs.get(task.organization_id, task.pack)
         started = time.perf_counter()
-        normalised, _ = self._normalise(trace)
+        normalised, _ = normalise(trace)
         result = evaluate_rules(normalised, pack)
         policy = pack.escalation
         # The rules settle the trace unless the pack's policy wants a smarter tier.
@@ -216,7 +218,7 @@ class TierActivities:
         trace = await self._load(task)
         pack = await self._packs.get(task.organization_id, task.pack)
         started = time.perf_counter()
-        normalised, _ = self._normalise(trace)
+        normalised, _ = normalise(trace)
         features = classifier.featurise(
             normalised.input,
             normalised.output,

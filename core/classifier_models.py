@@ -107,9 +107,7 @@ class ModelStore:
     async def has_promoted(self, organization_id: uuid.UUID, domain: str) -> bool:
         """Whether a model is promoted (its artefact is not read)."""
         async with self._sessions() as session:
-            return (
-                await session.execute(_PROMOTED, {"organization": organization_id, "domain": domain})
-            ).first() is not None
+            return await promoted_id(session, organization_id, domain) is not None
 
     async def promoted(self, organization_id: uuid.UUID, domain: str) -> PromotedModel | None:
         """The promoted model, or None when there is none.
@@ -137,13 +135,8 @@ class ModelStore:
 
 async def promoted_id(session: AsyncSession, organization_id: uuid.UUID, domain: str) -> uuid.UUID | None:
     """The id of the domain's promoted model version, if one is."""
-    return await session.scalar(
-        select(ModelVersion.id).where(
-            ModelVersion.organization_id == organization_id,
-            ModelVersion.domain == domain,
-            ModelVersion.status == "promoted",
-        )
-    )
+    row = (await session.execute(_PROMOTED, {"organization": organization_id, "domain": domain})).first()
+    return None if row is None else row.id
 
 
 async def next_version(session: AsyncSession, organization_id: uuid.UUID, domain: str) -> int:
