@@ -12,10 +12,11 @@ baseline is the cheapest database access an activity can make: a session
 reading one row by primary key. Each activity is also reported as a
 multiple of it, which is what to compare across machines and changes. The
 first traces warm the caches (the shipped pack is compiled on first use) and
-are not counted. It runs twice per round, alternating: on a pool like the
-worker's (connections not checked before use) and on one that checks each
-at checkout (SQLAlchemy's pre-ping, as the API's), and reports both and what
-the check costs per session.
+are not counted. It runs twice per round, alternating: on the pool every
+process uses (a connection the server closed is replaced at checkout,
+without a round trip) and on one that also pings each connection at
+checkout (SQLAlchemy's pre-ping), and reports both and what the ping costs
+per session.
 
 Prints one JSON object.
 """
@@ -119,11 +120,12 @@ async def measure(database_url: str, count: int, *, pre_ping: bool) -> dict[str,
 
 
 async def compare(database_url: str, count: int, rounds: int) -> dict[str, Any]:
-    """The worker's pool (no check before use) and the API's (a check per
-    checkout), alternating, and the CPU the check costs per session."""
-    runs: dict[str, list[dict[str, Any]]] = {"worker_pool": [], "pool_with_pre_ping": []}
+    """The pool the processes use (no round trip before use) and one that
+    pings each connection at checkout, alternating, and the CPU the ping
+    costs per session."""
+    runs: dict[str, list[dict[str, Any]]] = {"pool": [], "pool_with_pre_ping": []}
     for _ in range(rounds):
-        runs["worker_pool"].append(await measure(database_url, count, pre_ping=False))
+        runs["pool"].append(await measure(database_url, count, pre_ping=False))
         runs["pool_with_pre_ping"].append(await measure(database_url, count, pre_ping=True))
     result: dict[str, Any] = {"traces": count, "rounds": rounds}
     for name, measured in runs.items():

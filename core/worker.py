@@ -175,7 +175,7 @@ async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
 
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
-    engine = create_engine(settings, pre_ping=False)
+    engine = create_engine(settings)
     # One Temporal runtime for the process, created before the client. With
     # metrics on, the SDK serves its own on a loopback port that the
     # worker's endpoint passes on: one port to scrape per process.

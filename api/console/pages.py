@@ -146,7 +146,7 @@ async def overview(
     start = dt.datetime.combine(since, dt.time(), dt.UTC)
     end = dt.datetime.combine(until, dt.time(), dt.UTC) + DAY
     try:
-        scope = analytics.in_scope(user.caller, start, end, domain or None, None)
+        scope = await analytics.in_scope(user.caller, start, end, domain or None, None)
         async with resources.session_factory() as session:
             summary = await analytics.summary(scope, session)
             passed = await analytics.timeseries(

@@ -60,7 +60,9 @@ class Scope:
         return query
 
 
-def in_scope(
+# async, though it waits for nothing: FastAPI runs a plain ``def``
+# dependency in its thread pool.
+async def in_scope(
     caller: CurrentCaller,
     since: Since = None,
     until: Until = None,
