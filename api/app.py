@@ -36,6 +36,7 @@ from api.routes import (
     usage,
 )
 from core.db import create_engine, create_session_factory
+from core.gc_pauses import freeze_startup_objects
 from core.settings import Settings, get_settings
 from core.temporal import connect
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
         # Lazy: the API starts and keeps accepting traces while Temporal is down.
         temporal = await connect(settings, lazy=True)
         app.state.resources = AppResources(settings, create_session_factory(engine), temporal)
+        freeze_startup_objects()
         try:
             yield
         finally:

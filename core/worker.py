@@ -32,6 +32,7 @@ from activities.tiers import TierActivities
 from activities.training import TrainingActivities
 from core import metrics
 from core.db import autocommit_sessions, create_engine, create_session_factory
+from core.gc_pauses import freeze_startup_objects
 from core.packs import PackResolver
 from core.sandbox import workflow_runner
 from core.settings import Settings
@@ -196,6 +197,7 @@ async def run_worker(settings: Settings) -> None:
     await ensure_dispatch_schedule(client, settings)
     await ensure_training_schedule(client, settings)
     await ensure_retention_schedule(client, settings)
+    freeze_startup_objects()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
