@@ -2,28 +2,37 @@
 
 Run from the repository root::
 
-    python -m bench.pipeline [--traces 600] [--judge-latency-ms 0] [--workers 1] [--warm-up 54]
+    python -m bench.pipeline [--traces 800] [--rounds 2] [--judge-latency-ms 0] [--workers 1] [--warm-up 54]
 
-1. Pipeline: starts the stack (``bench/stack.py``) with ``--workers`` worker
-   processes and an LLM judge per domain served by the local fake provider
+Starts the stack (``bench/stack.py``) with ``--workers`` worker processes
+and as many ceiling workers beside them, and alternates two phases over
+``--rounds`` rounds, each round on its share of ``--traces``: pipeline then
+ceiling in even rounds, ceiling then pipeline in odd ones. The machine's
+speed drifts by tens of percent over minutes; phases that alternate over
+the same minutes see the same drift.
+
+1. Pipeline: an LLM judge per domain served by the local fake provider
    (``tests/fake_llm.py``, answering after ``--judge-latency-ms``). Submits
-   ``--traces`` realistic traces at once through the batch endpoint: the
+   the round's realistic traces at once through the batch endpoint: the
    labelled sets under ``tests/data`` (five domains, about half unsafe), so
    a realistic share escalates to the judge or to review. Measures until
    every trace has its automated verdict (``completed``, or
-   ``awaiting_review`` for those an expert should see). First, not
-   measured, ``--warm-up`` traces spread over the five domains go through
-   the same way: what a process does once (the provider SDK imported by
-   the first judge call, each pack compiled on first use, statements
-   prepared on each pooled connection) is not what it does per trace.
+   ``awaiting_review`` for those an expert should see), then waits, not
+   measured, until the workflows have finished what follows the verdict.
+   First, not measured, ``--warm-up`` traces spread over the five domains
+   go through the same way: what a process does once (the provider SDK
+   imported by the first judge call, each pack compiled on first use,
+   statements prepared on each pooled connection) is not what it does per
+   trace.
 2. Ceiling: the same server, the same number of worker processes with the
    same settings, running ``bench/ceiling.py``'s workflow, whose activities
    do nothing: per workflow the same sequence of activities, on the same
-   queues, as the pipeline's histories show; after a warm-up of as many
-   workflows as the pipeline's.
+   queues, as the first round's pipeline histories show; after a warm-up of
+   as many workflows as the pipeline's.
 
-Prints one JSON object: traces/s and time to final status for both, their
-ratio, the activities per trace, the CPU each process spent per trace in
+Prints one JSON object: traces/s and time to final status for both over
+all rounds, their ratio, each round's throughputs and ratio, the
+activities per trace, the CPU each process spent per trace in
 each phase (``cpu_ms_per_trace``: the API, the workers, and the Temporal
 server and PostgreSQL when the stack started them), and the peak RSS of
 the API and a worker.
@@ -55,6 +64,8 @@ from bench.ceiling import WORKFLOW_NAME, NoopEvaluationInput
 from bench.stack import CpuMeter, Stack, create_organization, now, rss_mb, use_fake_judge
 from bench.tiers01 import percentile
 from core.db import create_engine
+from core.dispatch import WORKFLOW_NAME as EVALUATION_WORKFLOW
+from core.search_attributes import STATUS
 from core.settings import Settings
 from domains import load_domain_pack
 from models.schemas import workflow_id_for
@@ -145,68 +156,86 @@ async def wait_until_final(connection: AsyncConnection, ids: list[uuid.UUID], de
         await asyncio.sleep(0.2)
 
 
-async def run_pipeline(
-    stack: Stack, fake: FakeLLM, args: argparse.Namespace, cpu: CpuMeter
-) -> dict[str, Any]:
-    key = await create_organization(stack.api_url)
-    headers = {"Authorization": f"Bearer {key}"}
-    traces = workload(args.traces)
-    engine = create_engine(Settings(database_url=stack.database_url))
-    try:
-        async with (
-            httpx.AsyncClient(base_url=stack.api_url, headers=headers, timeout=120) as api,
-            engine.connect() as connection,
-        ):
-            for domain in sorted({t["domain"] for t in traces}):
-                model = f"bench-judge-{domain}-{uuid.uuid4().hex[:6]}"
-                fake.script(model, judge_reply(domain, args.judge_latency_ms / 1000))
-                await use_fake_judge(api, domain, model, fake.url)
-            warm_up = await submit(api, warm_up_workload(args.warm_up))
-            await wait_until_final(connection, [uuid.UUID(i) for i in warm_up], now() + args.timeout)
+async def prepare(
+    api: httpx.AsyncClient, connection: AsyncConnection, fake: FakeLLM, args: argparse.Namespace
+) -> None:
+    """An LLM judge per domain on the fake provider, and the warm-up traces."""
+    for domain in sorted({t["domain"] for t in yaml.safe_load(LABELLED.read_text())["traces"]}):
+        model = f"bench-judge-{domain}-{uuid.uuid4().hex[:6]}"
+        fake.script(model, judge_reply(domain, args.judge_latency_ms / 1000))
+        await use_fake_judge(api, domain, model, fake.url)
+    warm_up = await submit(api, warm_up_workload(args.warm_up))
+    await wait_until_final(connection, [uuid.UUID(i) for i in warm_up], now() + args.timeout)
 
-            cpu.start()
-            started = now()
-            trace_ids = await submit(api, traces)
-            submitted = now()
-            ids = [uuid.UUID(trace_id) for trace_id in trace_ids]
-            await wait_until_final(connection, ids, started + args.timeout)
-            finished = now()
-            cpu.stop()
-            rows = (
-                (
-                    await connection.execute(
-                        select(
-                            func.extract("epoch", EvaluationResult.created_at - Trace.created_at).label(
-                                "seconds"
-                            ),
-                            Trace.status,
-                            EvaluationResult.decided_by,
-                        )
-                        .join(
-                            EvaluationResult,
-                            (EvaluationResult.trace_id == Trace.id) & (EvaluationResult.version == 1),
-                        )
-                        .where(Trace.id.in_(ids))
-                    )
+
+async def run_pipeline(
+    api: httpx.AsyncClient,
+    connection: AsyncConnection,
+    traces: list[dict[str, Any]],
+    timeout: float,
+    cpu: CpuMeter,
+) -> tuple[list[str], float]:
+    """Submit ``traces`` at once and wait until each has its automated
+    verdict; the trace ids and the seconds that took."""
+    cpu.start()
+    started = now()
+    trace_ids = await submit(api, traces)
+    await wait_until_final(connection, [uuid.UUID(i) for i in trace_ids], started + timeout)
+    elapsed = now() - started
+    cpu.stop()
+    return trace_ids, elapsed
+
+
+async def pipeline_summary(
+    connection: AsyncConnection, trace_ids: list[str], seconds: float
+) -> dict[str, Any]:
+    """Throughput, time to final status and who decided, over every measured trace."""
+    ids = [uuid.UUID(trace_id) for trace_id in trace_ids]
+    rows = (
+        (
+            await connection.execute(
+                select(
+                    func.extract("epoch", EvaluationResult.created_at - Trace.created_at).label("seconds"),
+                    Trace.status,
+                    EvaluationResult.decided_by,
                 )
-                .mappings()
-                .all()
+                .join(
+                    EvaluationResult,
+                    (EvaluationResult.trace_id == Trace.id) & (EvaluationResult.version == 1),
+                )
+                .where(Trace.id.in_(ids))
             )
-    finally:
-        await engine.dispose()
+        )
+        .mappings()
+        .all()
+    )
     to_final = sorted(float(row["seconds"]) for row in rows)
-    elapsed = finished - started
     return {
         "traces": len(trace_ids),
-        "ingest_seconds": round(submitted - started, 2),
-        "seconds": round(elapsed, 2),
-        "traces_per_second": round(len(trace_ids) / elapsed, 1),
+        "seconds": round(seconds, 2),
+        "traces_per_second": round(len(trace_ids) / seconds, 1),
         "time_to_final_p50_s": round(percentile(to_final, 0.5), 2),
         "time_to_final_p95_s": round(percentile(to_final, 0.95), 2),
         "decided_by": dict(sorted(_count(row["decided_by"] for row in rows).items())),
         "awaiting_review": sum(row["status"] == "awaiting_review" for row in rows),
-        "trace_ids": trace_ids,
     }
+
+
+async def settle(client: Client, timeout: float) -> None:
+    """Wait until the evaluations have finished what follows their verdict
+    (alert delivery, the last search-attribute update, completing), so
+    that no phase pays for the one before it. Those awaiting review wait
+    for an expert, not for the cores."""
+    deadline = now() + timeout
+    while now() < deadline:
+        busy = await client.count_workflows(
+            f'WorkflowType="{EVALUATION_WORKFLOW}" AND ExecutionStatus="Running" '
+            f'AND {STATUS.name}!="awaiting_review"'
+        )
+        if busy.count == 0:
+            return
+        await asyncio.sleep(0.2)
+    raise SystemExit("pipeline: evaluations still running after their verdicts")
 
 
 def _count(values: Any) -> dict[str, int]:
@@ -237,7 +266,12 @@ async def activity_shapes(client: Client, trace_ids: list[str]) -> tuple[list[li
 
 
 async def run_ceiling(
-    client: Client, shapes: list[list[str]], count: int, timeout: float, upserts_per_step: int = 0
+    client: Client,
+    shapes: list[list[str]],
+    count: int,
+    timeout: float,
+    cpu: CpuMeter | None = None,
+    upserts_per_step: int = 0,
 ) -> dict[str, Any]:
     limiter = asyncio.Semaphore(32)  # as many starts in flight as ingestion uses
     latencies: list[float] = []
@@ -256,6 +290,8 @@ async def run_ceiling(
         await handle.result()
         latencies.append(now() - begun)
 
+    if cpu:
+        cpu.start()
     started = now()
     await asyncio.wait_for(
         asyncio.gather(
@@ -264,41 +300,115 @@ async def run_ceiling(
         timeout,
     )
     elapsed = now() - started
-    latencies.sort()
+    if cpu:
+        cpu.stop()
+    return {"workflows": count, "seconds": elapsed, "latencies": latencies}
+
+
+def ceiling_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    workflows = sum(run["workflows"] for run in runs)
+    seconds = sum(run["seconds"] for run in runs)
+    latencies = sorted(latency for run in runs for latency in run["latencies"])
     return {
-        "workflows": count,
-        "seconds": round(elapsed, 2),
-        "traces_per_second": round(count / elapsed, 1),
+        "workflows": workflows,
+        "seconds": round(seconds, 2),
+        "traces_per_second": round(workflows / seconds, 1),
         "time_to_final_p50_s": round(percentile(latencies, 0.5), 2),
         "time_to_final_p95_s": round(percentile(latencies, 0.95), 2),
     }
 
 
-async def shapes_and_ceiling(
-    stack: Stack, trace_ids: list[str], timeout: float, cpu: CpuMeter, warm_up: int
-) -> tuple[list[list[str]], dict[str, Any]]:
+async def compare(
+    stack: Stack, fake: FakeLLM, args: argparse.Namespace, cpu: CpuMeter, ceiling_cpu: CpuMeter
+) -> dict[str, Any]:
+    """The pipeline and its ceiling in alternating phases, both measured
+    over the same minutes: pipeline then ceiling in even rounds, ceiling
+    then pipeline in odd ones, so the machine's drift and any trend over
+    the run fall on both alike."""
+    key = await create_organization(stack.api_url)
+    traces = workload(args.traces)
+    per_round = -(-len(traces) // args.rounds)
+    batches = [traces[start : start + per_round] for start in range(0, len(traces), per_round)]
     # The stack's processes run without a payload key: plain pydantic payloads.
     client = await Client.connect(stack.temporal_address or "", data_converter=pydantic_data_converter)
-    shapes, events = await activity_shapes(client, trace_ids)
-    if warm_up > 0:
-        await run_ceiling(client, shapes, warm_up, timeout)
-    cpu.start()
-    ceiling = await run_ceiling(client, shapes, len(trace_ids), timeout)
-    cpu.stop()
+    engine = create_engine(Settings(database_url=stack.database_url))
+    trace_ids: list[str] = []
+    pipeline_seconds = 0.0
+    ceiling_runs: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
+    shapes: list[list[str]] = []
+    events: dict[str, float] = {}
+    try:
+        async with (
+            httpx.AsyncClient(
+                base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+            ) as api,
+            engine.connect() as connection,
+        ):
+            await prepare(api, connection, fake, args)
+            await settle(client, args.timeout)
+            for number, batch in enumerate(batches):
+                measured: dict[str, float] = {}
+                for phase in ("pipeline", "ceiling") if number % 2 == 0 else ("ceiling", "pipeline"):
+                    if phase == "pipeline":
+                        ids, seconds = await run_pipeline(api, connection, batch, args.timeout, cpu)
+                        trace_ids += ids
+                        pipeline_seconds += seconds
+                        await settle(client, args.timeout)
+                        if not shapes:  # the first round runs the pipeline first
+                            shapes, events = await activity_shapes(client, ids)
+                            await run_ceiling(client, shapes, args.warm_up, args.timeout)
+                    else:
+                        run = await run_ceiling(client, shapes, len(batch), args.timeout, ceiling_cpu)
+                        ceiling_runs.append(run)
+                        seconds = run["seconds"]
+                    measured[phase] = len(batch) / seconds
+                rounds.append(
+                    {
+                        "first": "pipeline" if number % 2 == 0 else "ceiling",
+                        "traces": len(batch),
+                        "pipeline_traces_per_second": round(measured["pipeline"], 1),
+                        "ceiling_traces_per_second": round(measured["ceiling"], 1),
+                        "ratio": round(measured["pipeline"] / measured["ceiling"], 2),
+                    }
+                )
+            pipeline = await pipeline_summary(connection, trace_ids, pipeline_seconds)
+    finally:
+        await engine.dispose()
     # The same, with one search-attribute update after each activity (the
     # pipeline keeps its status, tier and severity visible that way).
-    with_updates = await run_ceiling(client, shapes, len(trace_ids), timeout, upserts_per_step=1)
-    return shapes, {
-        **ceiling,
-        "cpu_ms_per_trace": cpu.per_item_ms(len(trace_ids)),
-        "with_a_search_attribute_update_per_activity": with_updates,
-        "pipeline_history_events_per_trace": events,
+    with_updates = ceiling_summary(
+        [await run_ceiling(client, shapes, per_round, args.timeout, upserts_per_step=1)]
+    )
+    ceiling = ceiling_summary(ceiling_runs)
+    lengths = [len(shape) for shape in shapes]
+    return {
+        "pipeline": {**pipeline, "cpu_ms_per_trace": cpu.per_item_ms(len(trace_ids))},
+        "ceiling": {
+            **ceiling,
+            "cpu_ms_per_trace": ceiling_cpu.per_item_ms(ceiling["workflows"]),
+            "with_a_search_attribute_update_per_activity": with_updates,
+            "pipeline_history_events_per_trace": events,
+        },
+        "activities_per_trace": {
+            "mean": round(statistics.fmean(lengths), 2),
+            "judge_share": round(sum("judge" in shape for shape in shapes) / len(shapes), 2),
+            "sampled_workflows": len(shapes),
+        },
+        "rounds": rounds,
+        "ratio_to_ceiling": round(pipeline["traces_per_second"] / ceiling["traces_per_second"], 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--traces", type=int, default=600)
+    parser.add_argument("--traces", type=int, default=800)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternating pipeline and ceiling phases the traces are split over",
+    )
     parser.add_argument("--judge-latency-ms", type=float, default=0.0)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (pipeline and ceiling)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per phase")
@@ -315,18 +425,8 @@ def main() -> None:
         "warm_up": args.warm_up,
     }
     with FakeLLM() as fake, Stack(workers=args.workers, extra_env=env) as stack:
-        # Where the two cores go, per trace: throughput is what they allow.
-        cpu = CpuMeter(
-            {"api": stack.pid("api"), **{n: stack.pid(n) for n in stack.worker_names}, **stack.server_pids()}
-        )
-        with PeakRss({"api": stack.pid("api"), "worker": stack.pid("worker-0")}) as memory:
-            pipeline = asyncio.run(run_pipeline(stack, fake, args, cpu))
-        trace_ids = pipeline.pop("trace_ids")
-        output["pipeline"] = {**pipeline, "cpu_ms_per_trace": cpu.per_item_ms(len(trace_ids))}
-        output["peak_rss_mb"] = memory.peak
-
-        for name in stack.worker_names:
-            stack.stop(name)
+        # The ceiling's workers run beside the pipeline's, on their own
+        # queues; each is idle while the other phase runs.
         for number in range(args.workers):
             stack.start_process(
                 f"ceiling-{number}",
@@ -336,24 +436,19 @@ def main() -> None:
                     "AEGIS_JUDGE_TASK_QUEUE": CEILING_QUEUES["judge"],
                 },
             )
+        # Where the two cores go, per trace: throughput is what they allow.
+        servers = stack.server_pids()
+        cpu = CpuMeter({"api": stack.pid("api"), **{n: stack.pid(n) for n in stack.worker_names}, **servers})
         ceiling_cpu = CpuMeter(
             {
                 "api": stack.pid("api"),
                 **{f"ceiling-{n}": stack.pid(f"ceiling-{n}") for n in range(args.workers)},
             }
-            | stack.server_pids()
+            | servers
         )
-        shapes, ceiling = asyncio.run(
-            shapes_and_ceiling(stack, trace_ids, args.timeout, ceiling_cpu, args.warm_up)
-        )
-        lengths = [len(shape) for shape in shapes]
-        output["activities_per_trace"] = {
-            "mean": round(statistics.fmean(lengths), 2),
-            "judge_share": round(sum("judge" in shape for shape in shapes) / len(shapes), 2),
-            "sampled_workflows": len(shapes),
-        }
-        output["ceiling"] = ceiling
-        output["ratio_to_ceiling"] = round(pipeline["traces_per_second"] / ceiling["traces_per_second"], 2)
+        with PeakRss({"api": stack.pid("api"), "worker": stack.pid("worker-0")}) as memory:
+            output |= asyncio.run(compare(stack, fake, args, cpu, ceiling_cpu))
+        output["peak_rss_mb"] = memory.peak
         output["p0_claim_traces_per_second"] = P0_CLAIM_PER_WORKER * args.workers
     print(json.dumps(output))
 

@@ -69,18 +69,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """CPU seconds each named process spent between ``start()`` and ``stop()``."""
+    """CPU seconds each named process spent between ``start()`` and
+    ``stop()``, summed over every such pair."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self._started: dict[str, float] = {}
-        self.spent: dict[str, float] = {}
+        self.spent: dict[str, float] = dict.fromkeys(pids, 0.0)
 
     def start(self) -> None:
         self._started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self) -> None:
-        self.spent = {name: cpu_seconds(pid) - self._started[name] for name, pid in self.pids.items()}
+        for name, pid in self.pids.items():
+            self.spent[name] += cpu_seconds(pid) - self._started[name]
 
     def per_item_ms(self, items: int) -> dict[str, float]:
         return {name: round(1000 * seconds / items, 1) for name, seconds in self.spent.items()}
