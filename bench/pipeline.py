@@ -153,7 +153,9 @@ async def wait_until_final(connection: AsyncConnection, ids: list[uuid.UUID], de
             return
         if now() > deadline:
             raise SystemExit(f"pipeline: {done} of {len(ids)} final in time")
-        await asyncio.sleep(0.2)
+        # Often enough near the end that the phase's measured time is not
+        # up to a whole interval longer than its work (the ceiling's is exact).
+        await asyncio.sleep(0.2 if len(ids) - done > len(ids) // 20 else 0.02)
 
 
 async def prepare(
