@@ -15,7 +15,8 @@ with one worker evaluating what comes in. Each time:
 - ``paced_32``: 32 clients sending ``--rate`` traces/s between them: the
   latency a client sees at that load, from when the API has dispatched the
   backlog of the saturating runs; with the CPU each process spent per
-  trace meanwhile (``cpu_ms_per_trace``);
+  trace meanwhile (``cpu_ms_per_trace``) and how long its threads were
+  ready to run but waited for a core (``run_queue_wait_ms_per_trace``);
 - ``batch``: ``--batch-traces`` traces in batches of ``--batch-size`` from two
   clients; ``health``: ``GET /health`` at concurrency 1, once the API has
   dispatched every accepted trace (``health_while_dispatching``: right
@@ -198,6 +199,8 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             "client": round(1000 * client_seconds / sent, 1),
             **cpu.per_item_ms(sent),
         }
+        # How long each process's threads were ready to run but had no core.
+        results["paced_32"]["run_queue_wait_ms_per_trace"] = cpu.waited_per_item_ms(sent)
         results["paced_32"]["waited_for_dispatch_backlog_s"] = backlog_seconds
         results["batch"] = await drive(2, batches, batch, 202, items_per_request=args.batch_size)
         results["batch"]["batch_size"] = args.batch_size

@@ -68,24 +68,46 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Time the threads of a process and of its live children spent ready
+    to run while no core was free for them (the second field of
+    ``/proc/<pid>/task/<tid>/schedstat``). Unlike CPU time, a thread's
+    share leaves with it when it exits."""
+    total = 0
+    for candidate in [pid, *_children(pid)]:
+        for task in Path(f"/proc/{candidate}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except OSError:  # the thread or process has gone meanwhile
+                continue
+    return total / 1e9
+
+
 class CpuMeter:
     """CPU seconds each named process spent between ``start()`` and
-    ``stop()``, summed over every such pair."""
+    ``stop()``, and the seconds its threads waited for a core, summed over
+    every such pair."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
-        self._started: dict[str, float] = {}
+        self._started: dict[str, tuple[float, float]] = {}
         self.spent: dict[str, float] = dict.fromkeys(pids, 0.0)
+        self.waited: dict[str, float] = dict.fromkeys(pids, 0.0)
 
     def start(self) -> None:
-        self._started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._started = {name: (cpu_seconds(pid), run_queue_seconds(pid)) for name, pid in self.pids.items()}
 
     def stop(self) -> None:
         for name, pid in self.pids.items():
-            self.spent[name] += cpu_seconds(pid) - self._started[name]
+            spent, waited = self._started[name]
+            self.spent[name] += cpu_seconds(pid) - spent
+            self.waited[name] += run_queue_seconds(pid) - waited
 
     def per_item_ms(self, items: int) -> dict[str, float]:
         return {name: round(1000 * seconds / items, 1) for name, seconds in self.spent.items()}
+
+    def waited_per_item_ms(self, items: int) -> dict[str, float]:
+        return {name: round(1000 * seconds / items, 1) for name, seconds in self.waited.items()}
 
 
 def _interrupt(signum: int, frame: object) -> None:
