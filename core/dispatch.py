@@ -13,7 +13,8 @@ import logging
 import uuid
 from collections.abc import Iterable
 
-from sqlalchemy import update
+from sqlalchemy import Uuid, any_, bindparam, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -27,6 +28,19 @@ from models.tables import Trace
 log = logging.getLogger(__name__)
 
 WORKFLOW_NAME = "EvaluateTraceV2"
+
+TRACES = Trace.__table__
+# pending_dispatch -> queued for a round of started workflows. Built once,
+# with the ids as one array parameter: an IN list would make a new SQL text
+# (and a new prepared statement on the connection) for every round size.
+_MARK_QUEUED = (
+    update(TRACES)
+    .where(
+        TRACES.c.id == any_(bindparam("ids", type_=ARRAY(Uuid))),
+        TRACES.c.status == TraceStatus.PENDING_DISPATCH.value,
+    )
+    .values(status=TraceStatus.QUEUED.value)
+)
 
 
 async def start_evaluation(
@@ -84,8 +98,4 @@ async def mark_queued(session: AsyncSession, trace_ids: Iterable[uuid.UUID]) -> 
     ids = list(trace_ids)
     if not ids:
         return
-    await session.execute(
-        update(Trace)
-        .where(Trace.id.in_(ids), Trace.status == TraceStatus.PENDING_DISPATCH.value)
-        .values(status=TraceStatus.QUEUED.value)
-    )
+    await session.execute(_MARK_QUEUED, {"ids": ids})
