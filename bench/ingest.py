@@ -16,7 +16,10 @@ with one worker evaluating what comes in. Each time:
   latency a client sees at that load, from when the API has dispatched the
   backlog of the saturating runs; with the CPU each process spent per
   trace meanwhile (``cpu_ms_per_trace``) and how long its threads were
-  ready to run but waited for a core (``run_queue_wait_ms_per_trace``);
+  ready to run but waited for a core (``run_queue_wait_ms_per_trace``),
+  and the share of requests slower than 50 ms by the client's clock and
+  by the API's own (``over_50ms_pct``): a request slow for the client but
+  not for the API waited before the app had it;
 - ``batch``: ``--batch-traces`` traces in batches of ``--batch-size`` from two
   clients; ``health``: ``GET /health`` at concurrency 1, once the API has
   dispatched every accepted trace (``health_while_dispatching``: right
@@ -39,6 +42,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from bench.loadgen import LoadClient
@@ -79,6 +84,17 @@ def summary(latencies_ms: list[float], seconds: float, errors: int, items: int) 
         "p99_ms": round(percentile(ordered, 0.99), 2),
         "mean_ms": round(statistics.fmean(ordered), 2),
     }
+
+
+# A request slower than this counts as slow; a bucket bound of the API's
+# request histogram (core.metrics), so the API's count of them is exact.
+SLOW_MS = 50
+INGEST_ROUTE = "/api/v1/traces"
+
+
+def slow_share(latencies_ms: list[float]) -> float:
+    """The percentage of requests slower than SLOW_MS."""
+    return round(100 * sum(latency > SLOW_MS for latency in latencies_ms) / len(latencies_ms), 2)
 
 
 async def drive(
@@ -136,7 +152,40 @@ async def drive_paced(
     started = now()
     await asyncio.gather(*(lane(n, per_lane, started) for n in range(concurrency)))
     result = summary(latencies, now() - started, errors, per_lane * concurrency)
-    return {"offered_per_second": rate, **result}
+    return {"offered_per_second": rate, **result, "over_50ms_pct": slow_share(latencies)}
+
+
+async def api_timed_posts(api_url: str) -> tuple[float, float]:
+    """How many ``POST /api/v1/traces`` the API has answered, and how many
+    of them took it longer than SLOW_MS by its own timer (its ``/metrics``).
+    That timer starts when the app receives the request, so a request the
+    client saw slow but the API did not waited before the app had it: in
+    the API's event loop, the sockets, or the client itself."""
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        return timed_posts((await http.get("/metrics")).text)
+
+
+def timed_posts(exposition: str) -> tuple[float, float]:
+    """From a Prometheus exposition: ingestion requests answered, and slower than SLOW_MS."""
+    answered = fast = 0.0
+    bound_found = False
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = sample.labels
+            if not (
+                sample.name == "aegis_http_request_seconds_bucket"
+                and labels.get("method") == "POST"
+                and labels.get("route") == INGEST_ROUTE
+            ):
+                continue
+            if labels["le"] == "+Inf":
+                answered += sample.value
+            elif float(labels["le"]) == SLOW_MS / 1000:
+                fast += sample.value
+                bound_found = True
+    if answered and not bound_found:
+        raise ValueError(f"the API's request histogram has no {SLOW_MS} ms bucket")
+    return answered, answered - fast
 
 
 async def dispatched(stack: Stack, timeout: float = 300.0) -> float:
@@ -189,12 +238,19 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             | {name: stack.pid(name) for name in stack.worker_names}
             | stack.server_pids()
         )
+        answered_before, slow_before = await api_timed_posts(stack.api_url)
         cpu.start()
         client_started = time.process_time()
         results["paced_32"] = await drive_paced(32, args.rate, args.requests, single, 202)
         client_seconds = time.process_time() - client_started
         cpu.stop()
+        answered, slow = await api_timed_posts(stack.api_url)
         sent = results["paced_32"]["requests"]
+        # The share of slow requests by the client's clock and by the API's.
+        results["paced_32"]["over_50ms_pct"] = {
+            "client": results["paced_32"]["over_50ms_pct"],
+            "api": round(100 * (slow - slow_before) / (answered - answered_before), 2),
+        }
         results["paced_32"]["cpu_ms_per_trace"] = {
             "client": round(1000 * client_seconds / sent, 1),
             **cpu.per_item_ms(sent),
