@@ -104,10 +104,14 @@ class CpuMeter:
             self.waited[name] += run_queue_seconds(pid) - waited
 
     def per_item_ms(self, items: int) -> dict[str, float]:
-        return {name: round(1000 * seconds / items, 1) for name, seconds in self.spent.items()}
+        return _per_item_ms(self.spent, items)
 
     def waited_per_item_ms(self, items: int) -> dict[str, float]:
-        return {name: round(1000 * seconds / items, 1) for name, seconds in self.waited.items()}
+        return _per_item_ms(self.waited, items)
+
+
+def _per_item_ms(seconds: dict[str, float], items: int) -> dict[str, float]:
+    return {name: round(1000 * value / items, 1) for name, value in seconds.items()}
 
 
 def _interrupt(signum: int, frame: object) -> None:
