@@ -35,7 +35,7 @@ from api.routes import (
     traces,
     usage,
 )
-from core.db import create_engine, create_session_factory
+from core.db import API_APPLICATION_NAME, create_engine, create_session_factory
 from core.gc_pauses import freeze_startup_objects
 from core.settings import Settings, get_settings
 from core.temporal import connect
@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, resources: AppResources | None 
             app.state.resources = resources
             yield
             return
-        engine = create_engine(settings)
+        engine = create_engine(settings, application_name=API_APPLICATION_NAME)
         # Lazy: the API starts and keeps accepting traces while Temporal is down.
         temporal = await connect(settings, lazy=True)
         app.state.resources = AppResources(settings, create_session_factory(engine), temporal)

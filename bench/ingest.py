@@ -3,6 +3,7 @@
 Run from the repository root::
 
     python -m bench.ingest [--requests 2000] [--levels 1,8,32,64] [--rate 150] [--batch-traces 10000]
+                           [--sample-waits]
 
 Starts the stack (``bench/stack.py``: embedded PostgreSQL, Temporal dev
 server, ``aegis api`` as a real uvicorn process), then measures twice: with no
@@ -19,7 +20,11 @@ with one worker evaluating what comes in. Each time:
   ready to run but waited for a core (``run_queue_wait_ms_per_trace``),
   and the share of requests slower than 50 ms by the client's clock and
   by the API's own (``over_50ms_pct``): a request slow for the client but
-  not for the API waited before the app had it;
+  not for the API waited before the app had it. With the embedded
+  PostgreSQL, also the CPU and the run-queue wait of the server processes
+  of the API's sessions (``api_sessions_ms_per_trace``), and with
+  ``--sample-waits`` what those sessions waited for, sampled every 10 ms
+  (``api_session_waits``; ``bench/waits.py``);
 - ``batch``: ``--batch-traces`` traces in batches of ``--batch-size`` from two
   clients; ``health``: ``GET /health`` at concurrency 1, once the API has
   dispatched every accepted trace (``health_while_dispatching``: right
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -49,6 +55,7 @@ from sqlalchemy import func, select
 from bench.loadgen import LoadClient
 from bench.stack import CpuMeter, Stack, create_organization, now, rss_mb
 from bench.tiers01 import percentile
+from bench.waits import ApiBackends, WaitSampler
 from core.db import create_engine
 from core.settings import Settings
 from models.schemas import TraceStatus
@@ -238,14 +245,25 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             | {name: stack.pid(name) for name in stack.worker_names}
             | stack.server_pids()
         )
+        # The API's sessions' server processes are on this machine only
+        # when the stack started PostgreSQL.
+        sessions = ApiBackends(stack.database_url) if "postgres" in stack.server_pids() else None
+        sampler = WaitSampler(stack.database_url) if args.sample_waits else contextlib.nullcontext()
         answered_before, slow_before = await api_timed_posts(stack.api_url)
+        if sessions is not None:
+            await sessions.start()
         cpu.start()
         client_started = time.process_time()
-        results["paced_32"] = await drive_paced(32, args.rate, args.requests, single, 202)
+        with sampler:
+            results["paced_32"] = await drive_paced(32, args.rate, args.requests, single, 202)
         client_seconds = time.process_time() - client_started
         cpu.stop()
         answered, slow = await api_timed_posts(stack.api_url)
         sent = results["paced_32"]["requests"]
+        if sessions is not None:
+            results["paced_32"]["api_sessions_ms_per_trace"] = await sessions.stop(sent)
+        if isinstance(sampler, WaitSampler):
+            results["paced_32"]["api_session_waits"] = sampler.summary()
         # Beside the client's share of slow requests, the API's by its own timer.
         results["paced_32"]["over_50ms_pct"]["api"] = round(
             100 * (slow - slow_before) / (answered - answered_before), 2
@@ -278,6 +296,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=150.0, help="traces/s offered by the paced clients")
     parser.add_argument("--batch-traces", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--sample-waits",
+        action="store_true",
+        help="sample what the API's database sessions wait for during the paced runs (costs some CPU)",
+    )
     parser.add_argument("--database-url", help="use this PostgreSQL instead of an embedded one")
     parser.add_argument("--temporal-address", help="use this Temporal instead of a dev server")
     args = parser.parse_args()

@@ -24,6 +24,10 @@ from core.settings import Settings
 
 T = TypeVar("T")
 
+# How the API's and the workers' sessions are named in pg_stat_activity.
+API_APPLICATION_NAME = "aegis-api"
+WORKER_APPLICATION_NAME = "aegis-worker"
+
 
 def async_database_url(url: str) -> str:
     """Accept plain ``postgresql://`` URLs too, and use the asyncpg driver."""
@@ -39,8 +43,13 @@ def create_engine(
     url: str | None = None,
     replace_closed: bool = True,
     pre_ping: bool = False,
+    application_name: str = "aegis",
 ) -> AsyncEngine:
-    """``replace_closed``: a pooled connection that PostgreSQL has closed
+    """``application_name`` names the process's sessions in PostgreSQL's
+    ``pg_stat_activity`` (the two names above), so an operator, or
+    ``bench.ingest``, can tell whose statement waits for what.
+
+    ``replace_closed``: a pooled connection that PostgreSQL has closed
     (a restart, a terminated backend) is replaced as it leaves the pool, so
     no work fails on it. asyncpg marks a connection closed when the server
     closes it, so the check costs no round trip; SQLAlchemy's ``pre_ping``
@@ -59,8 +68,7 @@ def create_engine(
         # Statement parameters hold trace text and prompts: a database error
         # must not carry them into logs or Temporal failure messages.
         hide_parameters=True,
-        # Application name shows up in pg_stat_activity; helps operators.
-        connect_args={"server_settings": {"application_name": "aegis"}},
+        connect_args={"server_settings": {"application_name": application_name}},
     )
     if replace_closed:
         event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)

@@ -31,7 +31,7 @@ from activities.review import ReviewActivities
 from activities.tiers import TierActivities
 from activities.training import TrainingActivities
 from core import metrics
-from core.db import autocommit_sessions, create_engine, create_session_factory
+from core.db import WORKER_APPLICATION_NAME, autocommit_sessions, create_engine, create_session_factory
 from core.gc_pauses import freeze_startup_objects
 from core.packs import PackResolver
 from core.sandbox import workflow_runner
@@ -176,7 +176,7 @@ async def ensure_retention_schedule(client: Client, settings: Settings) -> None:
 
 async def run_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
-    engine = create_engine(settings)
+    engine = create_engine(settings, application_name=WORKER_APPLICATION_NAME)
     # One Temporal runtime for the process, created before the client. With
     # metrics on, the SDK serves its own on a loopback port that the
     # worker's endpoint passes on: one port to scrape per process.

@@ -1,0 +1,85 @@
+"""bench.waits: what the API's database sessions wait for, read from PostgreSQL and /proc."""
+
+import asyncio
+import os
+
+import asyncpg
+import pytest
+
+from bench.waits import ON_CPU, ApiBackends, WaitSampler, driver_url, process_state, summarise, wait_name
+from core.db import API_APPLICATION_NAME
+
+
+def test_summarise_counts_wal_flush_waits_and_how_many_were_ready_to_run() -> None:
+    samples = [
+        ("IO:WalSync", "R"),
+        ("IO:WalSync", "R"),
+        ("IO:WalSync", "D"),
+        ("LWLock:WALWrite", "S"),
+        (ON_CPU, "R"),
+        ("Lock:transactionid", "S"),
+    ]
+    summary = summarise(samples)
+    assert summary["active_samples"] == 6
+    assert summary["wal_flush_pct"] == 66.7  # 4 of 6
+    assert summary["wal_flush_ready_to_run_pct"] == 50.0  # 2 of those 4
+    assert summary["by_wait_and_state"] == {
+        "IO:WalSync R": 2,
+        "IO:WalSync D": 1,
+        "LWLock:WALWrite S": 1,
+        "CPU R": 1,
+        "Lock:transactionid S": 1,
+    }
+
+
+def test_summarise_without_samples_has_no_shares() -> None:
+    assert summarise([]) == {
+        "active_samples": 0,
+        "wal_flush_pct": None,
+        "wal_flush_ready_to_run_pct": None,
+        "by_wait_and_state": {},
+    }
+
+
+def test_names() -> None:
+    assert wait_name(None, None) == ON_CPU
+    assert wait_name("IO", "WalSync") == "IO:WalSync"
+    assert process_state(os.getpid()) == "R"  # this process, reading its own state
+    assert process_state(2**22 + 1) == "?"  # above the kernel's largest pid
+    # The driver's scheme; the rest as given (asyncpg decodes the socket path).
+    assert driver_url("postgresql+asyncpg://u:p@/db?host=/run/pg&port=5433") == (
+        "postgresql://u:p@/db?host=%2Frun%2Fpg&port=5433"
+    )
+
+
+async def test_sampler_sees_an_api_session_waiting(database_url: str) -> None:
+    """An API session asleep in pg_sleep is sampled with that wait, asleep;
+    other applications' sessions are not sampled."""
+    api = await asyncpg.connect(
+        driver_url(database_url), server_settings={"application_name": API_APPLICATION_NAME}
+    )
+    other = await asyncpg.connect(driver_url(database_url), server_settings={"application_name": "other"})
+    try:
+        backends = ApiBackends(database_url)
+        await backends.start()
+        with WaitSampler(database_url) as sampler:
+            await asyncio.gather(api.execute("SELECT pg_sleep(0.5)"), other.execute("SELECT pg_sleep(0.5)"))
+        per_item = await backends.stop(items=1)
+    finally:
+        await api.close()
+        await other.close()
+    summary = sampler.summary()
+    assert summary["ticks"] >= 10
+    waits = summary["by_wait_and_state"]
+    assert set(waits) <= {"Timeout:PgSleep S", "Timeout:PgSleep ?"}, waits
+    # One session, sampled about every 10 ms for the half second it slept.
+    assert 10 <= sum(waits.values()) <= summary["ticks"]
+    assert per_item["cpu"] >= 0 and per_item["run_queue_wait"] >= 0
+
+
+def test_sampler_reports_its_failure() -> None:
+    with (
+        pytest.raises(RuntimeError, match="sampler failed"),
+        WaitSampler("postgresql+asyncpg://nobody@/x?host=/nonexistent"),
+    ):
+        pass
