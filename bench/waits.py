@@ -20,9 +20,12 @@ where the API's commits spend most of their time (README, "Benchmarks").
 from __future__ import annotations
 
 import asyncio
-import threading
+import multiprocessing
 from collections import Counter
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -113,54 +116,76 @@ def _times(pid: int) -> tuple[float, float]:
 
 
 class WaitSampler:
-    """Samples the API's active sessions every ``interval`` seconds, in a
-    thread with its own connection, from ``__enter__`` to ``__exit__``.
-    The sampling costs a query and a /proc read per tick: enough CPU to
-    move the latencies it runs beside a little, so it is opt-in."""
+    """Samples the API's active sessions every ``interval`` seconds, from
+    ``__enter__`` to ``__exit__``, in a process of its own: a thread here
+    would take the interpreter lock from the load generator beside it.
+    The sampling costs a query and a /proc read per tick, CPU that the
+    latencies it runs beside share, so it is opt-in."""
 
     def __init__(self, database_url: str, interval: float = 0.01) -> None:
         self.database_url = database_url
         self.interval = interval
         self.samples: list[tuple[str, str]] = []
         self.ticks = 0
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._results, sender = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_sample, args=(database_url, interval, self._stop, sender), daemon=True
+        )
 
     def __enter__(self) -> WaitSampler:
-        self._thread.start()
-        self._ready.wait(timeout=30)
+        self._process.start()
+        try:
+            self._check(self._results.recv())  # sampling from here on
+        except BaseException:
+            self._process.join()
+            raise
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join()
-        if self._error is not None:
-            raise RuntimeError("the wait sampler failed") from self._error
+        try:
+            self.ticks, self.samples = self._check(self._results.recv())
+        finally:
+            self._process.join()
 
     def summary(self) -> dict[str, object]:
         return {"ticks": self.ticks, **summarise(self.samples)}
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._sample())
-        except BaseException as error:  # reported by __exit__, in the benchmark's thread
-            self._error = error
-        finally:
-            self._ready.set()
+    @staticmethod
+    def _check(message: tuple[str, Any]) -> Any:
+        kind, value = message
+        if kind == "error":
+            raise RuntimeError(f"the wait sampler failed: {value}")
+        return value
 
-    async def _sample(self) -> None:
-        connection = await asyncpg.connect(driver_url(self.database_url))
-        self._ready.set()
-        try:
-            loop = asyncio.get_running_loop()
-            while not self._stop.is_set():
-                tick = loop.time()
-                for row in await connection.fetch(_ACTIVE_API_SESSIONS, API_APPLICATION_NAME):
-                    wait = wait_name(row["wait_event_type"], row["wait_event"])
-                    self.samples.append((wait, process_state(row["pid"])))
-                self.ticks += 1
-                await asyncio.sleep(max(0.0, self.interval - (loop.time() - tick)))
-        finally:
-            await connection.close()
+
+def _sample(database_url: str, interval: float, stop: Event, results: Connection) -> None:
+    """The sampling process: ("ready", None) once connected, then ("done",
+    (ticks, samples)) when stopped, or ("error", what) at any point."""
+    try:
+        results.send(("done", asyncio.run(_sampling(database_url, interval, stop, results))))
+    except Exception as error:
+        results.send(("error", type(error).__name__))
+
+
+async def _sampling(
+    database_url: str, interval: float, stop: Event, results: Connection
+) -> tuple[int, list[tuple[str, str]]]:
+    connection = await asyncpg.connect(driver_url(database_url))
+    results.send(("ready", None))
+    samples: list[tuple[str, str]] = []
+    ticks = 0
+    try:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            tick = loop.time()
+            for row in await connection.fetch(_ACTIVE_API_SESSIONS, API_APPLICATION_NAME):
+                wait = wait_name(row["wait_event_type"], row["wait_event"])
+                samples.append((wait, process_state(row["pid"])))
+            ticks += 1
+            await asyncio.sleep(max(0.0, interval - (loop.time() - tick)))
+    finally:
+        await connection.close()
+    return ticks, samples
