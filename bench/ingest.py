@@ -55,7 +55,7 @@ from sqlalchemy import func, select
 from bench.loadgen import LoadClient
 from bench.stack import CpuMeter, Stack, create_organization, now, rss_mb
 from bench.tiers01 import percentile
-from bench.waits import ApiBackends, WaitSampler
+from bench.waits import ApiSessions, WaitSampler
 from core.db import create_engine
 from core.settings import Settings
 from models.schemas import TraceStatus
@@ -247,7 +247,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         )
         # The API's sessions' server processes are on this machine only
         # when the stack started PostgreSQL.
-        sessions = ApiBackends(stack.database_url) if "postgres" in stack.server_pids() else None
+        sessions = ApiSessions(stack.database_url) if "postgres" in stack.server_pids() else None
         sampler = WaitSampler(stack.database_url) if args.sample_waits else contextlib.nullcontext()
         answered_before, slow_before = await api_timed_posts(stack.api_url)
         if sessions is not None:

@@ -3,7 +3,7 @@
 For a PostgreSQL on this machine (the embedded one), whose server processes
 ``/proc`` shows:
 
-- ``ApiBackends``: the CPU time of the processes serving the API's sessions
+- ``ApiSessions``: the CPU time of the processes serving the API's sessions
   (``application_name`` ``aegis-api``), and how long they were ready to run
   but had no core, between ``start()`` and ``stop()``;
 - ``WaitSampler``: every 10 ms, the wait event of each of those sessions
@@ -87,7 +87,7 @@ async def api_session_pids(database_url: str) -> list[int]:
         await connection.close()
 
 
-class ApiBackends:
+class ApiSessions:
     """CPU and run-queue wait of the server processes of the API's sessions.
 
     A session opened meanwhile counts from its start; one closed meanwhile
@@ -123,8 +123,6 @@ class WaitSampler:
     latencies it runs beside share, so it is opt-in."""
 
     def __init__(self, database_url: str, interval: float = 0.01) -> None:
-        self.database_url = database_url
-        self.interval = interval
         self.samples: list[tuple[str, str]] = []
         self.ticks = 0
         context = multiprocessing.get_context("spawn")
