@@ -14,7 +14,7 @@ PostgreSQL sets a wait event before a call that may block and clears it
 after. A session seen in a WAL flush wait (``IO:WalSync``) in state ``R``
 is not waiting for the disk: its flush has returned, or is running on a
 core, and the process waits to be scheduled. On two shared cores that is
-where the API's commits spend most of their time (README, "Benchmarks").
+where the API's commits spend most of their time (docs/benchmarks.md).
 """
 
 from __future__ import annotations
