@@ -24,7 +24,7 @@ from evaluators.rules import evaluate_rules
 from evaluators.sanitize import sanitise
 from models.schemas import TrainClassifierInput, TrainingResult, TrainingSweepInput, training_workflow_id
 from models.tables import Alert, EvaluationResult, ExpertLabel, ModelVersion, Trace
-from tests.helpers import OrgClient, with_own_queues
+from tests.helpers import OrgClient, settled_automatically, with_own_queues
 from workflows.train_classifier import SCHEDULE_ID as TRAINING_SCHEDULE_ID
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -247,7 +247,8 @@ async def test_an_unreadable_model_falls_back_to_the_judge_with_an_alert(
         )
 
     evaluation = await org.wait_for_evaluation(await org.submit(**ESCALATED))
-    assert evaluation["status"] == "completed"
+    # Completed, unless the trace id fell in the healthcare pack's 2 % audit sample.
+    assert settled_automatically(evaluation), evaluation
     tier2 = next(t for t in evaluation["tiers"] if t["tier"] == 2)
     assert tier2["status"] == "not_configured" and tier2["detail"]["reason"] == "model unreadable"
     async with session_factory() as session:
