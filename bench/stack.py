@@ -54,17 +54,24 @@ def rss_mb(pid: int) -> float:
     return round(total / 1024, 1)
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, from the
+    state (field 3 of stat(5)) on; None when the process has gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) of a process, its live children and the
     children it has waited for (PostgreSQL's backends), from /proc."""
     total = 0.0
     for candidate in [pid, *_children(pid)]:
-        try:
-            fields = Path(f"/proc/{candidate}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        # utime, stime, cutime, cstime: fields 14-17 of stat(5), counted from the state (3).
-        total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+        fields = stat_fields(candidate)
+        if fields is not None:
+            # utime, stime, cutime, cstime: fields 14-17 of stat(5).
+            total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
     return total
 
 

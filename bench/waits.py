@@ -24,13 +24,12 @@ import multiprocessing
 from collections import Counter
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from bench.stack import cpu_seconds, run_queue_seconds
+from bench.stack import cpu_seconds, run_queue_seconds, stat_fields
 from core.db import API_APPLICATION_NAME
 
 # A commit waiting for its WAL to reach the disk: its own flush, another
@@ -52,10 +51,8 @@ def driver_url(database_url: str) -> str:
 
 def process_state(pid: int) -> str:
     """The state letter of a process (``R``, ``S``, ``D``, …); ``?`` when /proc does not show it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "?"
+    fields = stat_fields(pid)
+    return fields[0] if fields else "?"
 
 
 def wait_name(wait_event_type: str | None, wait_event: str | None) -> str:
