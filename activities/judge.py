@@ -31,7 +31,7 @@ from temporalio.exceptions import ApplicationError
 from activities.errors import trace_not_found
 from activities.tiers import LOAD_TRACE_TEXT, TraceText, normalise
 from core import metrics
-from core.db import in_transaction
+from core.db import autocommit_sessions, in_transaction
 from core.judges import (
     JUDGE_TIER,
     ResolvedJudge,
@@ -183,6 +183,8 @@ class JudgeActivities:
         self, session_factory: async_sessionmaker[AsyncSession], packs: PackResolver, settings: Settings
     ) -> None:
         self._sessions = session_factory
+        # For the reads and the one-statement writes that need no transaction.
+        self._statements = autocommit_sessions(session_factory)
         self._packs = packs
         self._settings = settings
         self._clients = JudgeClients()
@@ -190,7 +192,7 @@ class JudgeActivities:
     @activity.defn(name="tier3_judge")
     async def judge(self, task: JudgeInput) -> TierOutcome:
         started = time.perf_counter()
-        async with self._sessions() as session:
+        async with self._statements() as session:
             text = (
                 await session.execute(
                     LOAD_TRACE_TEXT, {"trace": task.trace_id, "organization": task.organization_id}
@@ -226,7 +228,8 @@ class JudgeActivities:
             )
         if not task.rate_slot_reserved:
             await self._take_rate_slot(task, per_minute)
-        await self._set_status(task, TraceStatus.EVALUATING, TraceStatus.RETRYING)
+        if task.attempt > 1:  # only a failed attempt sets the trace retrying
+            await self._set_status(task, TraceStatus.EVALUATING, TraceStatus.RETRYING)
         normalised, tier0 = normalise(trace)
         pack = await self._packs.get(task.organization_id, task.pack)
         input_text, output_text = (
@@ -292,9 +295,10 @@ class JudgeActivities:
         )
 
     async def _take_rate_slot(self, task: JudgeInput, per_minute: int) -> None:
-        """Take (or reserve) the organisation's next call slot, in a short
-        transaction of its own: the bucket row is locked until it commits."""
-        async with self._sessions() as session, session.begin():
+        """Take (or reserve) the organisation's next call slot; a reserved
+        slot is kept even if marking the trace retrying fails (the slot goes
+        unused, the next attempt takes another)."""
+        async with self._statements() as session:
             wait = await take_rate_token(session, task.organization_id, per_minute)
             if wait > 0:
                 await _mark(session, task, TraceStatus.RETRYING, TraceStatus.EVALUATING, TraceStatus.QUEUED)
@@ -309,7 +313,7 @@ class JudgeActivities:
             )
 
     async def _set_status(self, task: JudgeInput, status: TraceStatus, *when: TraceStatus) -> None:
-        async with self._sessions() as session, session.begin():
+        async with self._statements() as session:
             await _mark(session, task, status, *when)
 
     async def _over_budget(self, session: AsyncSession, organization: Row[Any] | None) -> TierOutcome | None:

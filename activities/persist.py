@@ -35,7 +35,17 @@ _LOCK_TRACE = (
     .where(TRACES.c.id == bindparam("trace"), TRACES.c.organization_id == bindparam("organization"))
     .with_for_update()
 )
-_NEWEST_VERSION = select(func.max(RESULTS.c.version)).where(RESULTS.c.trace_id == bindparam("trace"))
+# Read with the trace's lock held: its newest stored version, and whether
+# alerts wait for delivery (raised by earlier work on the trace; whoever
+# raises one for it holds this lock, or ran before this activity).
+_NEWEST_VERSION_AND_ALERTS = select(
+    select(func.max(RESULTS.c.version)).where(RESULTS.c.trace_id == bindparam("trace")).scalar_subquery(),
+    exists().where(
+        ALERTS.c.trace_id == bindparam("trace"),
+        ALERTS.c.organization_id == bindparam("organization"),
+        ALERTS.c.delivery_status == "pending",
+    ),
+)
 # What a newer result or a retry rewrites; the rest (the ids) stays.
 _RESULT_UPDATED = (
     "domain",
@@ -65,13 +75,6 @@ _REQUEST_REVIEW = insert(REVIEWS).on_conflict_do_nothing(
 )
 _INSERT_VERDICT_CHANGE = insert(VERDICT_CHANGES)
 _RAISE_ALERT = insert(ALERTS).returning(ALERTS.c.id)
-_ALERTS_PENDING = select(
-    exists().where(
-        ALERTS.c.trace_id == bindparam("trace"),
-        ALERTS.c.organization_id == bindparam("organization"),
-        ALERTS.c.delivery_status == "pending",
-    )
-)
 
 # The pack whose pass threshold and alert rules apply when the domain is unknown.
 FALLBACK_PACK = "generic"
@@ -103,7 +106,7 @@ class PersistActivities:
 
         async with self._sessions() as session, session.begin():
             trace = await _lock_trace(session, task)
-            wanted, newest = trace.wanted, trace.newest
+            wanted, newest, alerts_pending = trace.wanted, trace.newest, trace.alerts_pending
             # The latest stored version is the trace's current result.
             current = newest is None or task.version >= newest
             if newest is None or task.version > newest:
@@ -238,6 +241,7 @@ class PersistActivities:
                     ),
                 )
                 if severity in pack.alerts.severities:
+                    alerts_pending = True
                     alert_id = await session.scalar(
                         _RAISE_ALERT,
                         dict(
@@ -256,9 +260,6 @@ class PersistActivities:
                             {"alert_id": str(alert_id), "severity": severity.value, "kind": "evaluation"},
                         )
                     )
-            alerts_pending = await session.scalar(
-                _ALERTS_PENDING, {"trace": task.trace_id, "organization": task.organization_id}
-            )
             # The counters other transactions share come last, so their rows
             # are locked only until the commit right after.
             if current:
@@ -284,7 +285,7 @@ class PersistActivities:
             # undercount, never overcount; usage_metrics is the exact record).
             metrics.evaluation_stored(passed=passed, decided_by=decided_by, domain=task.domain)
         return StoredVerdict(
-            passed=passed, severity=severity, decided_by=decided_by, alerts_pending=bool(alerts_pending)
+            passed=passed, severity=severity, decided_by=decided_by, alerts_pending=alerts_pending
         )
 
     @activity.defn(name="mark_trace_failed")
@@ -310,6 +311,7 @@ class LockedTrace(NamedTuple):
     model: str
     created_at: dt.datetime
     newest: int | None  # the newest version stored for it
+    alerts_pending: bool  # alerts raised for it wait for delivery
 
 
 async def _lock_trace(session: AsyncSession, task: PersistInput) -> LockedTrace:
@@ -318,17 +320,21 @@ async def _lock_trace(session: AsyncSession, task: PersistInput) -> LockedTrace:
     Raises ``trace_not_found``.
 
     Two statements: a statement that waits for the lock still reads what it
-    reads from the snapshot it began with, so the newest version must be
-    read after the lock is held, or an attempt that waited for another to
-    commit would not see that attempt's result.
+    reads from the snapshot it began with, so the newest version (and the
+    pending alerts) must be read after the lock is held, or an attempt that
+    waited for another to commit would not see that attempt's result.
     """
     trace = (
         await session.execute(_LOCK_TRACE, {"trace": task.trace_id, "organization": task.organization_id})
     ).one_or_none()
     if trace is None:
         raise trace_not_found()
-    newest = await session.scalar(_NEWEST_VERSION, {"trace": task.trace_id})
-    return LockedTrace(trace.evaluation_version, trace.model, trace.created_at, newest)
+    newest, alerts_pending = (
+        await session.execute(
+            _NEWEST_VERSION_AND_ALERTS, {"trace": task.trace_id, "organization": task.organization_id}
+        )
+    ).one()
+    return LockedTrace(trace.evaluation_version, trace.model, trace.created_at, newest, alerts_pending)
 
 
 async def _counted_current(

@@ -14,7 +14,7 @@ from decimal import Decimal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Float, bindparam, extract, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -200,27 +200,28 @@ async def add_usage(
 
 
 BUCKETS = JudgeRateBucket.__table__
-# Built once, executed with parameters (see core.db on prepared statements).
-_NEW_BUCKET = (
-    insert(BUCKETS)
-    .values(
-        organization_id=bindparam("organization"),
-        tokens=bindparam("capacity"),
-        updated_at=func.clock_timestamp(),
-    )
-    .on_conflict_do_nothing()
+# Take a token, in one statement (built once, executed with parameters; see
+# core.db on prepared statements): a new bucket starts full, an existing
+# one refills for the time since it was last touched, and either gives up
+# one token. The upsert locks the row and computes from its newest version,
+# so concurrent workers agree without a transaction around it, and the
+# database clock (``clock_timestamp``, not the transaction's start) makes
+# their clocks irrelevant.
+_capacity = bindparam("capacity", type_=Float)
+_bucket_insert = insert(BUCKETS).values(
+    organization_id=bindparam("organization"), tokens=_capacity - 1.0, updated_at=func.clock_timestamp()
 )
-_LOCK_BUCKET = (
-    select(BUCKETS.c.tokens, BUCKETS.c.updated_at)
-    .where(BUCKETS.c.organization_id == bindparam("organization"))
-    .with_for_update()
-)
-_DATABASE_CLOCK = select(func.clock_timestamp())
-_SET_BUCKET = (
-    update(BUCKETS)
-    .where(BUCKETS.c.organization_id == bindparam("organization"))
-    .values(tokens=bindparam("new_tokens"), updated_at=bindparam("refilled_at"))
-)
+_seconds_since_refill = func.greatest(0.0, extract("epoch", func.clock_timestamp() - BUCKETS.c.updated_at))
+_TAKE_TOKEN = _bucket_insert.on_conflict_do_update(
+    index_elements=[BUCKETS.c.organization_id],
+    set_={
+        "tokens": func.least(
+            _capacity, BUCKETS.c.tokens + _seconds_since_refill * bindparam("rate", type_=Float)
+        )
+        - 1.0,
+        "updated_at": func.greatest(func.clock_timestamp(), BUCKETS.c.updated_at),
+    },
+).returning(BUCKETS.c.tokens)
 
 
 async def take_rate_token(session: AsyncSession, organization_id: uuid.UUID, per_minute: int) -> float:
@@ -232,20 +233,13 @@ async def take_rate_token(session: AsyncSession, organization_id: uuid.UUID, per
     little but never hold the judge queue for long. Tokens may go negative:
     each waiting call owns a distinct future slot, so waiters queue up in
     order instead of all waking together and fighting for one token.
-    The row lock makes concurrent workers agree and the database clock
-    (``clock_timestamp``, not the transaction's start) makes their clocks
-    irrelevant. The caller commits, promptly: the row stays locked until then.
+    One statement: an autocommit session runs it in one round trip, and
+    in a transaction the bucket's row stays locked until the commit.
     """
     rate = per_minute / 60.0
-    capacity = max(1.0, per_minute / 4.0)
-    key = {"organization": organization_id}
-    await session.execute(_NEW_BUCKET, key | {"capacity": capacity})
-    bucket = (await session.execute(_LOCK_BUCKET, key)).one()
-    now = await session.scalar(_DATABASE_CLOCK)
-    assert now is not None
-    elapsed = max(0.0, (now - bucket.updated_at).total_seconds())
-    tokens = min(capacity, bucket.tokens + elapsed * rate) - 1.0
-    await session.execute(
-        _SET_BUCKET, key | {"new_tokens": tokens, "refilled_at": max(now, bucket.updated_at)}
+    tokens = await session.scalar(
+        _TAKE_TOKEN,
+        {"organization": organization_id, "capacity": max(1.0, per_minute / 4.0), "rate": rate},
     )
+    assert tokens is not None  # an upsert with RETURNING returns its row
     return 0.0 if tokens >= 0 else -tokens / rate
