@@ -94,5 +94,9 @@ if __name__ == "__main__":
     # The workflow must come from the importable module, not from __main__:
     # the sandbox passes modules through by name.
     from bench.ceiling import run_worker as run_importable_worker
+    from core.priority import lower_priority
+    from core.settings import get_settings
 
+    # The pipeline's worker settings, its CPU priority included.
+    lower_priority(get_settings().worker_niceness)
     asyncio.run(run_importable_worker())

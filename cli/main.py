@@ -75,12 +75,14 @@ def api_metrics_directory(workers: int) -> Iterator[None]:
 @app.command()
 def worker() -> None:
     """Run a Temporal worker (evaluation workflows and activities)."""
+    from core.priority import lower_priority
     from core.worker import run_worker
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     settings.require_database_url()
     settings.require_temporal_address()
+    lower_priority(settings.worker_niceness)  # ingestion first, on a host the API shares
     asyncio.run(run_worker(settings))
 
 

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     worker_max_concurrent_activities: int = Field(default=64, ge=1)
     worker_max_concurrent_workflow_tasks: int = Field(default=64, ge=1)
     worker_graceful_shutdown_seconds: float = Field(default=20.0, ge=0)
+    worker_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How far below normal CPU priority `aegis worker` runs (core/priority.py).",
+    )
     dispatch_sweep_seconds: int = Field(
         default=60, ge=1, description="How often traces stuck in pending_dispatch are re-dispatched."
     )

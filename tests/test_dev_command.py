@@ -81,6 +81,19 @@ JUDGE_VERDICT = {
 }
 
 
+def niceness_of_children(pid: int) -> dict[str, int]:
+    """The niceness of each child of ``pid``, by the ``aegis`` command it runs."""
+    found = {}
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if b"cli.main" in command:
+            # Field 19 of stat(5), the 17th after the command name.
+            found[command[command.index(b"cli.main") + 1].decode()] = int(
+                Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[16]
+            )
+    return found
+
+
 def test_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path: Path, fake_llm: FakeLLM) -> None:
     api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{api_port}"
@@ -95,6 +108,9 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path: Path, fake_llm: Fa
     try:
         banner = wait_until_running(process)
         assert f"http://localhost:{ui_port}" in banner
+        # The worker evaluates with the CPU the API leaves (core/priority.py).
+        own = os.nice(0)
+        assert niceness_of_children(process.pid) == {"api": own, "worker": min(19, own + 10)}
         with httpx.Client(base_url=base, timeout=10) as client:
             assert client.get("/health/ready").status_code == 200
             org = client.post("/api/v1/organizations", json={"name": "Test Org", "email": "test@example.com"})
