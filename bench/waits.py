@@ -76,10 +76,10 @@ def _pct(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 1) if whole else None
 
 
-async def api_session_pids(database_url: str) -> list[int]:
+async def api_session_pids(database_url: str, application_name: str = API_APPLICATION_NAME) -> list[int]:
     connection = await asyncpg.connect(driver_url(database_url))
     try:
-        return [row["pid"] for row in await connection.fetch(_API_SESSIONS, API_APPLICATION_NAME)]
+        return [row["pid"] for row in await connection.fetch(_API_SESSIONS, application_name)]
     finally:
         await connection.close()
 
@@ -90,17 +90,19 @@ class ApiSessions:
     A session opened meanwhile counts from its start; one closed meanwhile
     is not counted (the API's pool keeps its connections)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, application_name: str = API_APPLICATION_NAME) -> None:
         self.database_url = database_url
+        self.application_name = application_name
         self._started: dict[int, tuple[float, float]] = {}
 
     async def start(self) -> None:
-        self._started = {pid: _times(pid) for pid in await api_session_pids(self.database_url)}
+        pids = await api_session_pids(self.database_url, self.application_name)
+        self._started = {pid: _times(pid) for pid in pids}
 
     async def stop(self, items: int) -> dict[str, float]:
         """Milliseconds per item: on a core, and ready to run without one."""
         cpu = waited = 0.0
-        for pid in await api_session_pids(self.database_url):
+        for pid in await api_session_pids(self.database_url, self.application_name):
             spent, queued = _times(pid)
             before = self._started.get(pid, (0.0, 0.0))
             cpu += spent - before[0]
@@ -119,14 +121,16 @@ class WaitSampler:
     The sampling costs a query and a /proc read per tick, CPU that the
     latencies it runs beside share, so it is opt-in."""
 
-    def __init__(self, database_url: str, interval: float = 0.01) -> None:
+    def __init__(
+        self, database_url: str, interval: float = 0.01, application_name: str = API_APPLICATION_NAME
+    ) -> None:
         self.samples: list[tuple[str, str]] = []
         self.ticks = 0
         context = multiprocessing.get_context("spawn")
         self._stop = context.Event()
         self._results, sender = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=_sample, args=(database_url, interval, self._stop, sender), daemon=True
+            target=_sample, args=(database_url, interval, application_name, self._stop, sender), daemon=True
         )
 
     def __enter__(self) -> WaitSampler:
@@ -156,17 +160,20 @@ class WaitSampler:
         return value
 
 
-def _sample(database_url: str, interval: float, stop: Event, results: Connection) -> None:
+def _sample(
+    database_url: str, interval: float, application_name: str, stop: Event, results: Connection
+) -> None:
     """The sampling process: ("ready", None) once connected, then ("done",
     (ticks, samples)) when stopped, or ("error", what) at any point."""
     try:
-        results.send(("done", asyncio.run(_sampling(database_url, interval, stop, results))))
+        sampling = _sampling(database_url, interval, application_name, stop, results)
+        results.send(("done", asyncio.run(sampling)))
     except Exception as error:
         results.send(("error", type(error).__name__))
 
 
 async def _sampling(
-    database_url: str, interval: float, stop: Event, results: Connection
+    database_url: str, interval: float, application_name: str, stop: Event, results: Connection
 ) -> tuple[int, list[tuple[str, str]]]:
     connection = await asyncpg.connect(driver_url(database_url))
     results.send(("ready", None))
@@ -176,7 +183,7 @@ async def _sampling(
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             tick = loop.time()
-            for row in await connection.fetch(_ACTIVE_API_SESSIONS, API_APPLICATION_NAME):
+            for row in await connection.fetch(_ACTIVE_API_SESSIONS, application_name):
                 wait = wait_name(row["wait_event_type"], row["wait_event"])
                 samples.append((wait, process_state(row["pid"])))
             ticks += 1
