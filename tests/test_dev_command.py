@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.stack import stat_fields
 from core.embedded import free_port, port_is_open
 from tests.fake_llm import FakeLLM, Reply
 
@@ -86,11 +87,10 @@ def niceness_of_children(pid: int) -> dict[str, int]:
     found = {}
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if b"cli.main" in command:
+        fields = stat_fields(int(child))
+        if b"cli.main" in command and fields is not None:
             # Field 19 of stat(5), the 17th after the command name.
-            found[command[command.index(b"cli.main") + 1].decode()] = int(
-                Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[16]
-            )
+            found[command[command.index(b"cli.main") + 1].decode()] = int(fields[16])
     return found
 
 
