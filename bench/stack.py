@@ -56,10 +56,11 @@ def rss_mb(pid: int) -> float:
 
 def stat_fields(pid: int) -> list[str] | None:
     """The fields of ``/proc/<pid>/stat`` after the command name, from the
-    state (field 3 of stat(5)) on; None when the process has gone."""
+    state (field 3 of stat(5)) on; None when the process has gone (before
+    the file was opened, or while it was read: ESRCH)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
 
 
