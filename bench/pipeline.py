@@ -3,6 +3,7 @@
 Run from the repository root::
 
     python -m bench.pipeline [--traces 800] [--rounds 2] [--judge-latency-ms 0] [--workers 1] [--warm-up 54]
+                             [--temporal-apart]
 
 Starts the stack (``bench/stack.py``) with ``--workers`` worker processes
 and as many ceiling workers beside them, and alternates two phases over
@@ -30,12 +31,18 @@ the same minutes see the same drift.
    queues, as the first round's pipeline histories show; after a warm-up of
    as many workflows as the pipeline's.
 
+With ``--temporal-apart`` the Temporal server runs on a CPU of its own and
+everything else (PostgreSQL, the API, the workers, this process) on the
+others, as in a deployment where Temporal runs apart from Aegis: the ratio
+then shows what the evaluation costs the Temporal server, without its own
+work competing with the server for the same cores.
+
 Prints one JSON object: traces/s and time to final status for both over
 all rounds, their ratio, each round's throughputs and ratio, the
 activities per trace, the CPU each process spent per trace in
 each phase (``cpu_ms_per_trace``: the API, the workers, and the Temporal
-server and PostgreSQL when the stack started them), and the peak RSS of
-the API and a worker.
+server and PostgreSQL when the stack started them), the CPUs each of those
+processes may run on (``cpus``), and the peak RSS of the API and a worker.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import sys
 import threading
@@ -417,6 +425,11 @@ def main() -> None:
     parser.add_argument(
         "--warm-up", type=int, default=54, help="traces (and ceiling workflows) run first, not measured"
     )
+    parser.add_argument(
+        "--temporal-apart",
+        action="store_true",
+        help="the Temporal server on a CPU of its own, everything else on the others",
+    )
     args = parser.parse_args()
 
     env = {"AEGIS_ALLOW_PRIVATE_URLS": "true", "AEGIS_SECRET_KEY": Fernet.generate_key().decode()}
@@ -425,8 +438,12 @@ def main() -> None:
         "workers": args.workers,
         "judge_latency_ms": args.judge_latency_ms,
         "warm_up": args.warm_up,
+        "temporal_apart": args.temporal_apart,
     }
-    with FakeLLM() as fake, Stack(workers=args.workers, extra_env=env) as stack:
+    with (
+        FakeLLM() as fake,
+        Stack(workers=args.workers, extra_env=env, temporal_apart=args.temporal_apart) as stack,
+    ):
         # The ceiling's workers run beside the pipeline's, on their own
         # queues; each is idle while the other phase runs.
         for number in range(args.workers):
@@ -440,6 +457,11 @@ def main() -> None:
             )
         # Where the two cores go, per trace: throughput is what they allow.
         servers = stack.server_pids()
+        # Where each process may run, read back from it (see --temporal-apart).
+        output["cpus"] = {
+            name: sorted(os.sched_getaffinity(pid))
+            for name, pid in {"api": stack.pid("api"), "worker-0": stack.pid("worker-0"), **servers}.items()
+        }
         cpu = CpuMeter({"api": stack.pid("api"), **{n: stack.pid(n) for n in stack.worker_names}, **servers})
         ceiling_cpu = CpuMeter(
             {

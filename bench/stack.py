@@ -4,7 +4,8 @@
 folder) and a Temporal dev server (in memory), applies the migrations, then
 starts ``aegis api`` and as many ``aegis worker`` processes as asked, each as
 production runs them. Pass ``database_url`` / ``temporal_address`` to measure
-against servers of your own.
+against servers of your own. With ``temporal_apart`` the Temporal server
+runs on a CPU of its own and everything else on the other CPUs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -122,6 +124,42 @@ def _per_item_ms(seconds: dict[str, float], items: int) -> dict[str, float]:
     return {name: round(1000 * value / items, 1) for name, value in seconds.items()}
 
 
+def split_cpus(available: set[int]) -> tuple[set[int], set[int]]:
+    """One CPU for the Temporal server and the rest for everything else,
+    as in a deployment where Temporal runs apart from Aegis."""
+    cpus = sorted(available)
+    if len(cpus) < 2:
+        raise ValueError("keeping the Temporal server apart needs at least two CPUs")
+    return {cpus[0]}, set(cpus[1:])
+
+
+def pin_process(cpus: set[int]) -> None:
+    """Every thread of this process onto ``cpus`` (threads started later and
+    processes started later inherit them)."""
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+
+
+def popen_on_cpus(command: list[str], cpus: set[int] | None, **options: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` whose process runs on ``cpus`` (None: this thread's).
+
+    The child inherits the CPUs of the thread that forks it, so this thread
+    moves to ``cpus`` for the fork and back after it: every thread of the
+    child, the Go runtime's included, starts on them.
+    """
+    if cpus is None:
+        return subprocess.Popen(command, **options)
+    own = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        return subprocess.Popen(command, **options)
+    finally:
+        os.sched_setaffinity(0, own)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -140,12 +178,17 @@ class Stack:
     temporal_address: str | None = None
     api_processes: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The Temporal server it starts on a CPU of its own, and everything else
+    # (this process, PostgreSQL, the API, the workers) on the other CPUs.
+    temporal_apart: bool = False
 
     api_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _postgres: EmbeddedPostgres | None = None
     _tmp: tempfile.TemporaryDirectory[str] | None = None
+    _temporal_cpus: set[int] | None = None
+    _own_cpus: set[int] | None = None
 
     def __enter__(self) -> Stack:
         # A benchmark stopped with SIGTERM (kill, a CI timeout) unwinds like
@@ -154,13 +197,23 @@ class Stack:
         self._tmp = tempfile.TemporaryDirectory(prefix="aegis-bench-")
         home = Path(self._tmp.name)
         try:
+            if self.temporal_apart:
+                if self.temporal_address is not None:
+                    raise ValueError("the Temporal server can be kept apart only when the stack starts it")
+                self._own_cpus = os.sched_getaffinity(0)
+                self._temporal_cpus, others = split_cpus(self._own_cpus)
+                pin_process(others)
             if self.database_url is None:
                 self._postgres = EmbeddedPostgres(home / "pgdata", delete_on_stop=True)
                 self.database_url = asyncio.run(self._postgres.ensure_database("aegis"))
             upgrade_database(self.database_url)
             if self.temporal_address is None:
                 port = free_port()
-                self._start("temporal", temporal_dev_server_command(db_file=None, port=port, ui_port=None))
+                self._start(
+                    "temporal",
+                    temporal_dev_server_command(db_file=None, port=port, ui_port=None),
+                    cpus=self._temporal_cpus,
+                )
                 self.temporal_address = f"127.0.0.1:{port}"
                 asyncio.run(wait_for_temporal(self.temporal_address, "default"))
             api_port = free_port()
@@ -224,12 +277,15 @@ class Stack:
     def worker_names(self) -> list[str]:
         return [name for name in self._processes if name.startswith("worker-")]
 
-    def _start(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
+    def _start(
+        self, name: str, command: list[str], env: dict[str, str] | None = None, cpus: set[int] | None = None
+    ) -> None:
         assert self._tmp is not None
         # Each process's output in the stack's folder; shown if the run fails.
         with (Path(self._tmp.name) / f"{name}.log").open("wb") as log:
-            self._processes[name] = subprocess.Popen(
+            self._processes[name] = popen_on_cpus(
                 command,
+                cpus,
                 cwd=ROOT,
                 env=env or self.env or None,
                 stdout=log,
@@ -258,6 +314,8 @@ class Stack:
                 self.stop(name)
         if self._postgres is not None:
             self._postgres.stop()
+        if self._own_cpus is not None:
+            pin_process(self._own_cpus)
         if self._tmp is not None:
             self._tmp.cleanup()
 
