@@ -24,6 +24,7 @@ from core.embedded import (
     temporal_dev_server_command,
     wait_for_http,
     wait_for_temporal,
+    wait_for_worker,
 )
 from core.migrations import upgrade_database
 from core.secrets import new_secret_key
@@ -146,6 +147,11 @@ def run_dev(settings: Settings) -> int:
         supervisor.start("api", [sys.executable, "-m", "cli.main", "api"], env)
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         asyncio.run(wait_for_http(f"{api_url}/health"))
+        # The worker starts below the API's priority (AEGIS_WORKER_NICENESS),
+        # so it may poll a few seconds after the API answers: only then is
+        # a trace sent in the walk-through evaluated at once.
+        if settings.worker_queues in ("all", "evaluations"):
+            asyncio.run(wait_for_worker(temporal_address, settings.temporal_namespace, settings.task_queue))
         print(
             "\nMetronis Aegis is running:\n"
             f"  API          {api_url}   (OpenAPI docs: {api_url}/docs)\n"

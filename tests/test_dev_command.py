@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from bench.stack import stat_fields
-from core.embedded import free_port, port_is_open
+from core.embedded import free_port, port_is_open, workflow_pollers
 from tests.fake_llm import FakeLLM, Reply
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -108,6 +109,11 @@ def test_dev_runs_the_walkthrough_and_stops_cleanly(tmp_path: Path, fake_llm: Fa
     try:
         banner = wait_until_running(process)
         assert f"http://localhost:{ui_port}" in banner
+        # The banner waits for the worker, which starts below the API's
+        # priority: a trace sent now is evaluated at once.
+        assert (
+            asyncio.run(workflow_pollers(f"127.0.0.1:{temporal_port}", "default", "aegis-evaluations")) >= 1
+        )
         # The worker evaluates with the CPU the API leaves (core/priority.py).
         own = os.nice(0)
         assert niceness_of_children(process.pid) == {"api": own, "worker": min(19, own + 10)}
