@@ -150,30 +150,31 @@ async def wait_for_temporal(address: str, namespace: str, timeout: float = 60.0)
     raise RuntimeError(f"Temporal at {address} not ready after {timeout:.0f}s: {last_error}")
 
 
-async def workflow_pollers(address: str, namespace: str, task_queue: str) -> int:
-    """How many workers the server has seen polling ``task_queue`` for workflow tasks lately."""
+async def workflow_pollers(address: str, namespace: str, task_queue: str, *, wait: float = 0.0) -> int:
+    """How many workers the server has seen polling ``task_queue`` for
+    workflow tasks lately; with ``wait``, asks again for up to that many
+    seconds until there is one."""
     from temporalio.api.enums.v1 import TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
     from temporalio.client import Client
 
     client = await Client.connect(address, namespace=namespace)
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
+    request = DescribeTaskQueueRequest(
+        namespace=namespace,
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
     )
-    return len(response.pollers)
+    deadline = time.monotonic() + wait
+    while not (pollers := len((await client.workflow_service.describe_task_queue(request)).pollers)):
+        if time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.2)
+    return pollers
 
 
 async def wait_for_worker(address: str, namespace: str, task_queue: str, timeout: float = 60.0) -> None:
     """Until a worker polls ``task_queue`` for workflow tasks: from then on a
     trace that is accepted is evaluated at once."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await workflow_pollers(address, namespace, task_queue):
-            return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"no worker polled {task_queue} within {timeout:.0f}s")
+    if not await workflow_pollers(address, namespace, task_queue, wait=timeout):
+        raise RuntimeError(f"no worker polled {task_queue} within {timeout:.0f}s")

@@ -43,7 +43,7 @@ def start_dev(
 
 
 def wait_until_running(process: subprocess.Popen[str], timeout: float = 90.0) -> str:
-    """Read output until the banner; the banner is printed once the API answers."""
+    """Read output until the banner, printed once the API answers and the worker polls."""
     assert process.stdout is not None
     output = []
     deadline = time.monotonic() + timeout
