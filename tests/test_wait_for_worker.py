@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from core.embedded import wait_for_worker
+from core.sandbox import workflow_runner
 
 
 @workflow.defn(name="NothingToDo")
@@ -34,5 +35,9 @@ async def test_no_worker_on_the_queue_times_out(temporal_client: Client) -> None
 
 async def test_a_polling_worker_ends_the_wait(temporal_client: Client) -> None:
     queue = f"polled-{uuid.uuid4().hex}"
-    async with Worker(temporal_client, task_queue=queue, workflows=[NothingToDo]):
+    # The workers' own sandbox runner, as everywhere: with the default one,
+    # which imports this module again inside the sandbox, the test process
+    # crashed (SIGSEGV in asyncpg) in a later test.
+    runner = workflow_runner(temporal_client.data_converter)
+    async with Worker(temporal_client, task_queue=queue, workflows=[NothingToDo], workflow_runner=runner):
         await wait_for_worker(address_of(temporal_client), temporal_client.namespace, queue, timeout=30)
