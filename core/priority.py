@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 
-def lower_priority(niceness: int) -> int:
+def lower_priority(niceness: int) -> None:
     """Raise this process's niceness by ``niceness`` (0 leaves it), before it
-    starts any thread: threads inherit it. Returns the niceness now."""
-    return os.nice(niceness)
+    starts any thread: threads inherit it."""
+    os.nice(niceness)
